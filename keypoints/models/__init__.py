@@ -1,0 +1,44 @@
+"""Model builders. ``build_model`` is the only reader of the model config."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from ..config import ModelConfig
+from .dyrelu import DyReLU
+from .heads import DeconvHead, LightHead
+from .layers import ACTIVATIONS, get_act_layer
+from .mobilenetv3 import BACKBONES, MobileNetV3, mobilenet_v3_large, mobilenet_v3_small
+from .pose_model import TopDownPoseModel
+from .pretrained import load_pretrained_backbone
+
+HEADS = ("deconv", "light")
+logger = logging.getLogger(__name__)
+
+
+def _check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def build_model(cfg: ModelConfig) -> TopDownPoseModel:
+    """MobileNetV3 backbone + heatmap head as described by ``cfg`` (a ``ModelConfig``)."""
+    _check_choice("model.backbone", cfg.backbone, tuple(BACKBONES))
+    _check_choice("model.act", cfg.act, ACTIVATIONS)
+    _check_choice("model.head_act", cfg.head_act, ACTIVATIONS)
+    _check_choice("model.head", cfg.head, HEADS)
+    act_kwargs = dataclasses.asdict(cfg.dyrelu)
+    backbone = BACKBONES[cfg.backbone](width_mult=cfg.width_mult, se=cfg.se, act=cfg.act, act_kwargs=act_kwargs)
+    if cfg.pretrained != "none":
+        report = load_pretrained_backbone(backbone, cfg.pretrained, cfg.backbone)
+        logger.info("pretrained backbone (%s): %s", cfg.pretrained, report.summary())
+    head_act = get_act_layer(cfg.head_act, original="relu", **act_kwargs)
+    if cfg.head == "deconv":
+        head = DeconvHead(backbone.out_channels[-1], cfg.num_keypoints, head_act, cfg.deconv_channels)
+    else:
+        head = LightHead(backbone.out_channels, cfg.num_keypoints, head_act, cfg.light_channels, cfg.light_expansion)
+    return TopDownPoseModel(backbone, head)
+
+
+__all__ = ["build_model", "DyReLU", "MobileNetV3", "mobilenet_v3_large", "mobilenet_v3_small", "TopDownPoseModel",
+           "DeconvHead", "LightHead", "get_act_layer", "ACTIVATIONS", "HEADS"]
