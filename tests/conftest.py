@@ -1,0 +1,30 @@
+"""Shared test setup: CPU only, quiet albumentations, deterministic seeds, paths to the real COCO samples."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+COCO_MINI = DATA / "coco_mini"
+COCO_MMPOSE4 = DATA / "coco_mmpose4"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def coco_mini() -> Path:
+    return COCO_MINI
+
+
+@pytest.fixture
+def coco_mmpose4() -> Path:
+    return COCO_MMPOSE4
