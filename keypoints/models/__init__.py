@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from ..config import ModelConfig
+from ..config import Config, ModelConfig, config_from_dict
+from ..utils.checkpoint import load_checkpoint, load_model_state
 from .dyrelu import DyReLU
 from .heads import DeconvHead, LightHead
 from .layers import ACTIVATIONS, get_act_layer
@@ -40,5 +41,15 @@ def build_model(cfg: ModelConfig) -> TopDownPoseModel:
     return TopDownPoseModel(backbone, head)
 
 
-__all__ = ["build_model", "DyReLU", "MobileNetV3", "mobilenet_v3_large", "mobilenet_v3_small", "TopDownPoseModel",
+def load_pose_model(checkpoint: str, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config]:
+    """Model and config from a training checkpoint (CPU, eval mode). ``cfg`` replaces the stored config; the
+    weights must then still fit (strict, with a one-line message naming the first mismatches)."""
+    state = load_checkpoint(checkpoint)
+    cfg = cfg if cfg is not None else config_from_dict(state["config"])
+    model = build_model(cfg.model)
+    load_model_state(model, state["model"], f"checkpoint {checkpoint}")
+    return model.eval(), cfg
+
+
+__all__ = ["build_model", "load_pose_model", "DyReLU", "MobileNetV3", "mobilenet_v3_large", "mobilenet_v3_small", "TopDownPoseModel",
            "DeconvHead", "LightHead", "get_act_layer", "ACTIVATIONS", "HEADS"]

@@ -1,0 +1,91 @@
+"""Drawing poses on BGR images (OpenCV) and plotting training curves (matplotlib, headless).
+
+Colours follow the usual COCO convention: left side green, right side orange, centre (face, torso
+crossings) blue. Images are BGR uint8 arrays ``(H, W, 3)``, keypoints ``(K, 3)`` = x, y, score in
+image pixels.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .constants import KEYPOINT_NAMES, SKELETON
+
+LEFT, RIGHT, CENTRE = (0, 200, 0), (0, 140, 255), (255, 120, 0)  # BGR
+
+
+def _side(index: int) -> tuple[int, int, int]:
+    name = KEYPOINT_NAMES[index]
+    return LEFT if name.startswith("left") else RIGHT if name.startswith("right") else CENTRE
+
+
+def limb_colour(a: int, b: int) -> tuple[int, int, int]:
+    ca, cb = _side(a), _side(b)
+    return ca if ca == cb else CENTRE
+
+
+def draw_pose(image: np.ndarray, keypoints: np.ndarray, kpt_thr: float = 0.3, box: Sequence[float] | None = None,
+              label: str | None = None, thickness: int | None = None) -> np.ndarray:
+    """Draw one person's skeleton (and optional xywh box/label) on ``image`` in place; returns it."""
+    h, w = image.shape[:2]
+    t = thickness or max(1, round(min(h, w) / 240))
+    kp = np.asarray(keypoints, dtype=np.float32)
+    if box is not None:
+        x, y, bw, bh = (int(round(v)) for v in box)
+        cv2.rectangle(image, (x, y), (x + bw, y + bh), (200, 200, 200), max(1, t // 2))
+        if label:
+            cv2.putText(image, label, (x, max(10, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t, (200, 200, 200), 1,
+                        cv2.LINE_AA)
+    for a, b in SKELETON:
+        if kp[a, 2] > kpt_thr and kp[b, 2] > kpt_thr:
+            pa, pb = (int(round(kp[a, 0])), int(round(kp[a, 1]))), (int(round(kp[b, 0])), int(round(kp[b, 1])))
+            cv2.line(image, pa, pb, limb_colour(a, b), t + 1, cv2.LINE_AA)
+    for i, (x, y, s) in enumerate(kp):
+        if s > kpt_thr:
+            cv2.circle(image, (int(round(x)), int(round(y))), t + 2, _side(i), -1, cv2.LINE_AA)
+    return image
+
+
+def draw_text(image: np.ndarray, text: str, origin: tuple[int, int] = (8, 20)) -> np.ndarray:
+    """White text with a dark outline (FPS and mode overlays)."""
+    for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, width, cv2.LINE_AA)
+    return image
+
+
+def plot_training_curves(csv_path: str | Path, png_path: str | Path) -> Path | None:
+    """One PNG with loss, learning rate and (when present) validation AP against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with Path(csv_path).open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        pts = [(float(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    panels = [k for k in (("train_loss", "val_loss"), ("lr",), ("AP", "AP50", "AR")) if any(series(x)[0] for x in k)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
+    for ax, keys in zip(axes[0], panels):
+        for key in keys:
+            xs, ys = series(key)
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if keys[0] == "lr":
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return Path(png_path)

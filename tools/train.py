@@ -1,0 +1,178 @@
+"""Train a top-down pose model.
+
+    # one process (GPU if present, else CPU)
+    python tools/train.py --config configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml --output-dir outputs/mnv3l
+    # quick CPU run on the synthetic data of the quickstart
+    python tools/train.py --config configs/quickstart.yaml --output-dir outputs/quickstart --device cpu
+    # 8 GPUs on one node; add --nnodes/--node_rank/--master_addr for several nodes
+    torchrun --nproc_per_node 8 tools/train.py --config CFG --output-dir DIR --opts train.sync_bn=true
+    # continue an interrupted run from DIR/last.pth (or name a checkpoint)
+    python tools/train.py --config CFG --output-dir DIR --resume
+
+Writes to the output directory: config.yaml (resolved), last.pth (every epoch), best.pth (best
+validation AP), metrics.csv, tensorboard/, train.log and curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import torch  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from keypoints.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
+from keypoints.data import build_codec, build_dataloader, build_dataset  # noqa: E402
+from keypoints.engine import NonFiniteLossError, evaluate, train_one_epoch  # noqa: E402
+from keypoints.evaluation import CocoKeypointEvaluator  # noqa: E402
+from keypoints.losses import KeypointMSELoss  # noqa: E402
+from keypoints.models import build_model  # noqa: E402
+from keypoints.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
+from keypoints.utils import distributed as dist  # noqa: E402
+from keypoints.utils.checkpoint import load_checkpoint, load_model_state, save_checkpoint  # noqa: E402
+from keypoints.utils.logging import MetricWriter, setup_logging  # noqa: E402
+from keypoints.utils.runtime import amp_settings, seed_everything, select_device  # noqa: E402
+from keypoints.visualize import plot_training_curves  # noqa: E402
+
+logger = logging.getLogger("keypoints.train")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a top-down keypoint model", add_help=True)
+    p.add_argument("--config", help="YAML config (overrides of the schema defaults); optional with --resume")
+    p.add_argument("--output-dir", required=True, help="folder for checkpoints, logs and curves")
+    p.add_argument("--data-root", help="dataset root (sets data.root)")
+    p.add_argument("--epochs", type=int, help="total epochs (sets train.epochs)")
+    p.add_argument("--batch-size", type=int, help="batch per process (sets data.batch_size)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
+    p.add_argument("--resume", nargs="?", const="last", help="continue from CKPT (default: OUTPUT_DIR/last.pth)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars (log lines only)")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-3")
+    return p
+
+
+def resolve_config(args: argparse.Namespace, resume_state: dict | None):
+    overrides = list(args.opts)
+    for flag, key in ((args.data_root, "data.root"), (args.epochs, "train.epochs"),
+                      (args.batch_size, "data.batch_size")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    if args.config:
+        return load_config(args.config, overrides)
+    if resume_state is None:
+        raise ValueError("--config is required (it may be left out only with --resume)")
+    return config_from_dict(apply_overrides(resume_state["config"], overrides))
+
+
+def main(args: argparse.Namespace) -> dict:
+    rank, local_rank, world = dist.init_distributed(args.device)
+    out = Path(args.output_dir)
+    setup_logging(out, rank)
+    resume_path = None
+    if args.resume:
+        resume_path = out / "last.pth" if args.resume == "last" else Path(args.resume)
+    resume_state = load_checkpoint(resume_path) if resume_path else None
+    cfg = resolve_config(args, resume_state)
+    device = select_device(args.device, local_rank)
+    seed_everything(cfg.train.seed + rank, cfg.train.deterministic)
+    amp_dtype, use_scaler = amp_settings(cfg.train.amp, device)
+    if dist.is_main_process():
+        save_config(cfg, out / "config.yaml")
+    logger.info("device %s, world size %d, amp %s, output %s", device, world, amp_dtype, out)
+
+    codec = build_codec(cfg)
+    train_set = build_dataset(cfg, "train")
+    val_set = build_dataset(cfg, "val")
+    train_loader = build_dataloader(train_set, cfg, train=True, distributed=world > 1)
+    val_loader = build_dataloader(val_set, cfg, train=False, distributed=world > 1)
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train_set)} training instances make no full batch of {cfg.data.batch_size} per "
+                         f"process; lower data.batch_size")
+    logger.info("train: %d instances, %d iterations/epoch; val: %d instances (%s)", len(train_set),
+                len(train_loader), len(val_set), val_set.box_source)
+
+    model = build_model(cfg.model).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if world > 1 and cfg.train.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    total_batch = cfg.data.batch_size * world
+    optimizer = build_optimizer(model, cfg.train, total_batch)
+    iters_per_epoch = len(train_loader) if cfg.train.max_iters_per_epoch <= 0 else \
+        min(len(train_loader), cfg.train.max_iters_per_epoch)
+    scheduler = build_scheduler(optimizer, cfg.train, iters_per_epoch)
+    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    start_epoch, best_ap = 0, -1.0
+    if resume_state is not None:
+        load_model_state(model, resume_state["model"], f"checkpoint {resume_path}")
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        if scaler is not None and resume_state.get("scaler"):
+            scaler.load_state_dict(resume_state["scaler"])
+        start_epoch, best_ap = resume_state["epoch"], resume_state.get("best_metric", -1.0)
+        logger.info("resumed from %s at epoch %d (best AP %.4f)", resume_path, start_epoch, best_ap)
+    logger.info("model: %.2f M parameters; lr %.3g for total batch %d", sum(p.numel() for p in model.parameters())
+                / 1e6, scaled_lr(cfg.train, total_batch), total_batch)
+
+    raw_model = model
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    loss_fn = KeypointMSELoss(use_target_weight=True, ohkm=cfg.train.ohkm, ohkm_topk=cfg.train.ohkm_topk)
+    evaluator = CocoKeypointEvaluator(val_set.ann_file, output_dir=out, box_source=val_set.box_source,
+                                      oks_nms_thr=cfg.test.oks_nms_thr, soft_nms=cfg.test.soft_nms,
+                                      kpt_score_thr=cfg.test.kpt_score_thr)
+    writer = MetricWriter(out) if dist.is_main_process() else None
+    metrics: dict = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        train_loader.sampler.set_epoch(epoch)
+        try:
+            stats = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, device=device, epoch=epoch,
+                                    scaler=scaler, amp_dtype=amp_dtype, channels_last=cfg.train.channels_last,
+                                    grad_clip=cfg.train.grad_clip, max_iters=cfg.train.max_iters_per_epoch,
+                                    log_interval=cfg.train.log_interval, progress=not args.no_progress)
+        except NonFiniteLossError as e:
+            logger.error("%s. Stopped; the last good checkpoint is %s", e, out / "last.pth")
+            dist.cleanup()
+            sys.exit(1)
+        metrics = dict(stats)
+        last_epoch = epoch + 1 == cfg.train.epochs
+        if (epoch + 1) % cfg.train.val_interval == 0 or last_epoch:
+            metrics.update(evaluate(model, val_loader, codec, evaluator, device=device, flip=cfg.test.flip,
+                                    shift_heatmap=cfg.test.shift_heatmap, refine=cfg.test.refine,
+                                    amp_dtype=amp_dtype, channels_last=cfg.train.channels_last, loss_fn=loss_fn,
+                                    progress=not args.no_progress))
+        if dist.is_main_process():
+            is_best = "AP" in metrics and metrics["AP"] > best_ap
+            best_ap = max(best_ap, metrics.get("AP", best_ap))
+            state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                     "epoch": epoch + 1, "best_metric": best_ap, "best_metric_name": "AP",
+                     "config": config_to_dict(cfg)}
+            save_checkpoint(state, out / "last.pth")
+            if is_best:
+                save_checkpoint(state, out / "best.pth")
+            writer.write(epoch + 1, {k: float(v) for k, v in metrics.items()})
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in (
+                "train_loss", "val_loss", "AP", "AP50", "AR", "samples_per_s", "data_wait"))
+            logger.info("epoch %d/%d: %s%s", epoch + 1, cfg.train.epochs, summary, " (best)" if is_best else "")
+        dist.barrier()
+    if dist.is_main_process() and writer is not None:
+        writer.close()
+        if plot_training_curves(out / "metrics.csv", out / "curves.png"):
+            logger.info("training curves: %s", out / "curves.png")
+    dist.cleanup()
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
