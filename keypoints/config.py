@@ -47,7 +47,7 @@ class ModelConfig:
     head: str = "deconv"  # deconv (SimpleBaseline) | light (bilinear upsampling + inverted residuals + skips)
     head_act: str = "dyrelu_c"  # head activation, same choices as `act` ("original" means ReLU)
     deconv_channels: tuple[int, ...] = (256, 256, 256)  # one ConvTranspose2d(k4, s2) layer per entry
-    light_channels: tuple[int, ...] = (128, 128, 128)  # light head widths at strides 16, 8, 4
+    light_channels: tuple[int, ...] = (128, 64, 32)  # light head widths at strides 16, 8, 4
     light_expansion: int = 4  # expansion ratio of the light head's inverted-residual blocks
     num_keypoints: int = 17  # heatmap channels
     pretrained: str = "none"  # none | torchvision (torch hub cache, never downloaded) | path to a state dict

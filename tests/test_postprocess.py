@@ -1,0 +1,280 @@
+"""Post-processing: flip test, decoding to image pixels, rescoring, OKS and (soft) OKS-NMS against plain references."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from keypoints.codec import HeatmapCodec
+from keypoints.constants import FLIP_INDEX, OKS_SIGMAS
+from keypoints.geometry import affine_points, get_affine_transform
+from keypoints.postprocess import (decode_to_image, flip_back, flip_images, instance_areas, nms_per_image,
+                                   oks_matrix, oks_nms, rescore, soft_oks_nms)
+
+K = len(FLIP_INDEX)
+
+
+# ----------------------------------------------------------------------------- flip test
+
+
+def test_flip_images_mirrors_x():
+    img = torch.zeros(1, 3, 8, 10)
+    img[0, :, 5, 2] = 1.0
+    out = flip_images(img)
+    assert out[0, 0].nonzero().tolist() == [[5, 10 - 1 - 2]]
+
+
+def test_flip_back_swaps_channels_and_mirrors():
+    hm = torch.rand(2, K, 16, 12)
+    out = flip_back(hm, FLIP_INDEX, shift=False)
+    for k in range(K):
+        assert torch.equal(out[:, k], hm[:, FLIP_INDEX[k]].flip(-1))
+    assert torch.equal(flip_back(out, FLIP_INDEX, shift=False), hm)  # an involution without the shift
+
+
+def test_flip_back_shift_is_exactly_one_column():
+    hm = torch.rand(2, K, 16, 12)
+    plain = flip_back(hm, FLIP_INDEX, shift=False)
+    shifted = flip_back(hm, FLIP_INDEX, shift=True)
+    assert torch.equal(shifted[..., 1:], plain[..., :-1])
+    assert torch.equal(shifted[..., 0], plain[..., 0])  # HRNet leaves column 0 as it was
+    # HRNet's in-place formulation gives the same tensor.
+    ref = plain.clone()
+    ref[:, :, :, 1:] = ref.clone()[:, :, :, 0:-1]
+    assert torch.equal(shifted, ref)
+
+
+def test_flip_back_puts_blob_at_mirrored_place():
+    """A crop with a Gaussian at x, flipped (x' = W - 1 - x, left/right names swapped) and encoded, comes back to
+    the original cell after flip_back with the shift (one column left of it without)."""
+    codec = HeatmapCodec(input_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
+    w_in = codec.input_size[0]
+    rng = np.random.default_rng(0)
+    cells = np.stack([rng.integers(4, 44, K), rng.integers(4, 60, K)], axis=1)
+    kpts = cells * 4.0  # on heatmap cells, in input pixels
+    vis = np.ones(K)
+    flipped = kpts.copy()
+    flipped[:, 0] = w_in - 1 - flipped[:, 0]
+    flipped = flipped[list(FLIP_INDEX)]  # the flipped crop's left_eye is the original right_eye, ...
+    hm_flipped, _ = codec.encode(flipped, vis)
+    hm_flipped = torch.from_numpy(hm_flipped)[None]
+    for shift, expected in ((True, cells), (False, cells - [1, 0])):
+        back = flip_back(hm_flipped, FLIP_INDEX, shift=shift)
+        coords, _ = codec.decode_cells(back, refine="none")
+        assert coords[0].numpy().tolist() == expected.astype(float).tolist()
+
+
+def test_flip_back_rejects_wrong_flip_index():
+    with pytest.raises(ValueError, match="flip_index"):
+        flip_back(torch.zeros(1, 5, 4, 4), FLIP_INDEX)
+
+
+# ----------------------------------------------------------------------------- decoding to image pixels
+
+
+def _random_crops(rng, n):
+    center = rng.uniform(100, 500, size=(n, 2)).astype(np.float32)
+    width = rng.uniform(60, 300, size=n)
+    scale = np.stack([width, width / 0.75], axis=1).astype(np.float32)
+    return center, scale
+
+
+@pytest.mark.parametrize("refine", ["none", "standard", "dark"])
+def test_decode_to_image_round_trip_on_cells(refine):
+    """Keypoints placed on heatmap cells of the crop come back to their image position within one input pixel.
+
+    Cells stay 3 sigma from the border: there DARK's reflect-padded blur pulls the peak outwards (by up to 1.3 cells at
+    cell 2), as in mmpose."""
+    codec = HeatmapCodec(input_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
+    rng = np.random.default_rng(1)
+    center, scale = _random_crops(rng, 4)
+    heatmaps, truth = [], []
+    for c, s in zip(center, scale):
+        cells = np.stack([rng.integers(6, 42, K), rng.integers(6, 58, K)], axis=1)
+        crop_xy = cells * np.asarray(codec.stride)
+        inverse = get_affine_transform(c, s, 0.0, codec.input_size, inverse=True)
+        image_xy = affine_points(crop_xy, inverse)
+        # Forward through the dataset's warp, then the codec, as the training pipeline does.
+        forward = get_affine_transform(c, s, 0.0, codec.input_size)
+        hm, weight = codec.encode(affine_points(image_xy, forward), np.ones(K))
+        assert weight.all()
+        heatmaps.append(hm)
+        truth.append(image_xy)
+    out = decode_to_image(torch.from_numpy(np.stack(heatmaps)), codec, torch.from_numpy(center),
+                          torch.from_numpy(scale), refine=refine)
+    assert out.shape == (4, K, 3)
+    px = torch.from_numpy(scale / np.asarray(codec.input_size, dtype=np.float32))[:, None, :]  # image px per input px
+    err = (out[..., :2] - torch.from_numpy(np.stack(truth))).abs()
+    assert (err <= 1.0 * px).all(), err.max()
+    assert torch.allclose(out[..., 2], torch.ones(4, K))
+
+
+@pytest.mark.parametrize("refine, tol_cells", [("standard", 0.25), ("dark", 0.1)])
+def test_decode_to_image_sub_pixel(refine, tol_cells):
+    """Random (off-grid) keypoints drawn as exact Gaussians: standard is within 0.25 cell (one input pixel at stride
+    4), DARK within 0.1 cell, after back-projection."""
+    codec = HeatmapCodec(input_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
+    rng = np.random.default_rng(2)
+    center, scale = _random_crops(rng, 3)
+    mu = np.stack([rng.uniform(6, 41, (3, K)), rng.uniform(6, 57, (3, K))], axis=-1)  # cells
+    ys, xs = np.mgrid[0:64, 0:48]
+    hm = np.exp(-((xs - mu[..., 0, None, None]) ** 2 + (ys - mu[..., 1, None, None]) ** 2) / (2 * 2.0 ** 2))
+    out = decode_to_image(torch.from_numpy(hm).float(), codec, center, scale, refine=refine)
+    truth = center[:, None] + (mu * 4.0 - np.asarray(codec.input_size) / 2) * scale[:, None] / codec.input_size
+    cell_in_image = 4.0 * scale[:, None] / np.asarray(codec.input_size)
+    err = np.abs(out[..., :2].numpy() - truth)
+    assert (err <= tol_cells * cell_in_image + 1e-3).all(), (err / cell_in_image).max()
+
+
+def test_decode_to_image_checks_batch():
+    codec = HeatmapCodec()
+    with pytest.raises(ValueError, match="center"):
+        decode_to_image(torch.zeros(2, K, 64, 48), codec, np.zeros((3, 2)), np.ones((3, 2)))
+
+
+# ----------------------------------------------------------------------------- rescoring
+
+
+def _hrnet_rescore(box_score, kpt_scores, thr):
+    kpt_score, valid = 0.0, 0
+    for s in kpt_scores:
+        if s > thr:
+            kpt_score += s
+            valid += 1
+    if valid != 0:
+        kpt_score /= valid
+    return kpt_score * box_score
+
+
+def test_rescore_matches_hrnet_loop():
+    rng = np.random.default_rng(3)
+    box = rng.uniform(0, 1, 20)
+    kpt = rng.uniform(0, 0.5, (20, K))
+    kpt[0] = 0.1  # nothing above the threshold -> 0
+    kpt[1, 3] = 0.2  # exactly the threshold does not count
+    expected = np.array([_hrnet_rescore(b, s, 0.2) for b, s in zip(box, kpt)])
+    out_np = rescore(box, kpt, thr=0.2)
+    assert isinstance(out_np, np.ndarray)
+    np.testing.assert_allclose(out_np, expected, rtol=1e-12)
+    assert out_np[0] == 0.0
+    out_t = rescore(torch.from_numpy(box).float(), torch.from_numpy(kpt).float(), thr=0.2)
+    assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.float32
+    np.testing.assert_allclose(out_t.numpy(), expected, rtol=1e-5)
+
+
+def test_instance_areas():
+    assert instance_areas(np.array([[2.0, 3.0], [4.0, 5.0]])).tolist() == [6.0, 20.0]
+
+
+# ----------------------------------------------------------------------------- OKS and NMS
+
+
+def _oks_plain(g, d, a_g, a_d, sigmas, vis_thr=None):
+    total, count = 0.0, 0
+    for j, sigma in enumerate(sigmas):
+        if vis_thr is not None and not (g[j][2] > vis_thr and d[j][2] > vis_thr):
+            continue
+        var = (sigma * 2) ** 2
+        dist2 = (d[j][0] - g[j][0]) ** 2 + (d[j][1] - g[j][1]) ** 2
+        total += math.exp(-(dist2 / var / ((a_g + a_d) / 2 + np.spacing(1)) / 2))
+        count += 1
+    return total / count if count else 0.0
+
+
+def _oks_nms_plain(kpts, scores, areas, thr, sigmas=OKS_SIGMAS, vis_thr=None):
+    """Greedy NMS with loops; ties: the larger index first (HRNet's reversed argsort)."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], -i))
+    keep = []
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        order = [j for j in order if _oks_plain(kpts[i], kpts[j], areas[i], areas[j], sigmas, vis_thr) <= thr]
+    return keep
+
+
+def _random_instances(rng, n, n_people=4):
+    """n instances around a few people, so that OKS spans from ~0 to ~1; scores with ties."""
+    people = rng.uniform(0, 300, size=(n_people, K, 2))
+    who = rng.integers(0, n_people, n)
+    noise = rng.normal(0, 1, size=(n, 1, 1)) * rng.uniform(0.5, 12, size=(n, 1, 1))
+    xy = people[who] + noise * rng.normal(0, 1, size=(n, K, 2))
+    kpts = np.concatenate([xy, rng.uniform(0, 1, size=(n, K, 1))], axis=-1)
+    scores = rng.integers(0, 5, n) / 4.0  # few values -> ties
+    areas = rng.uniform(2000, 20000, n)
+    return kpts, scores, areas
+
+
+def test_oks_matrix_matches_plain():
+    rng = np.random.default_rng(4)
+    kpts, _, areas = _random_instances(rng, 9)
+    for vis_thr in (None, 0.3):
+        m = oks_matrix(kpts, kpts[:5], areas, areas[:5], vis_thr=vis_thr)
+        assert m.shape == (9, 5)
+        ref = [[_oks_plain(kpts[i], kpts[j], areas[i], areas[j], OKS_SIGMAS, vis_thr) for j in range(5)]
+               for i in range(9)]
+        np.testing.assert_allclose(m, ref, rtol=1e-12, atol=1e-15)
+    assert np.allclose(np.diag(oks_matrix(kpts, kpts, areas, areas)), 1.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("thr", [0.5, 0.9])
+def test_oks_nms_matches_plain_reference(seed, thr):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 30))
+    kpts, scores, areas = _random_instances(rng, n)
+    keep = oks_nms(kpts, scores, areas, thr=thr)
+    assert keep.dtype == np.int64
+    assert keep.tolist() == _oks_nms_plain(kpts, scores, areas, thr)
+    assert (np.diff(scores[keep]) <= 0).all()  # descending score order
+    vis = oks_nms(kpts, scores, areas, thr=thr, vis_thr=0.3)
+    assert vis.tolist() == _oks_nms_plain(kpts, scores, areas, thr, vis_thr=0.3)
+
+
+def test_oks_nms_does_work_and_edge_cases():
+    rng = np.random.default_rng(11)
+    kpts, scores, areas = _random_instances(rng, 25)
+    assert 0 < len(oks_nms(kpts, scores, areas, thr=0.9)) < 25
+    assert oks_nms(np.zeros((0, K, 3)), np.zeros(0), np.zeros(0)).tolist() == []
+    # An exact duplicate is always suppressed; with equal scores the larger index survives.
+    dup = np.concatenate([kpts[:1], kpts[:1]])
+    assert oks_nms(dup, np.array([0.5, 0.5]), np.array([1e4, 1e4])).tolist() == [1]
+    assert oks_nms(dup, np.array([0.7, 0.5]), np.array([1e4, 1e4])).tolist() == [0]
+
+
+def test_soft_oks_nms_sanity():
+    rng = np.random.default_rng(5)
+    # Far-apart instances: nothing decays, all kept in descending score order.
+    far = np.zeros((5, K, 3))
+    far[..., :2] = np.arange(5)[:, None, None] * 1000.0
+    scores = np.array([0.3, 0.9, 0.5, 0.1, 0.7])
+    keep, decayed = soft_oks_nms(far, scores, np.full(5, 1e4), thr=0.9)
+    assert keep.tolist() == [1, 4, 2, 0, 3]
+    np.testing.assert_allclose(decayed, scores[keep])
+    # An exact duplicate (OKS 1) decays by exp(-1 / thr) and falls behind a lower, non-overlapping instance.
+    kpts = np.concatenate([far[:1], far[:1], far[1:2]])
+    keep, decayed = soft_oks_nms(kpts, np.array([0.9, 0.8, 0.5]), np.full(3, 1e4), thr=0.9)
+    assert keep.tolist() == [0, 2, 1]
+    np.testing.assert_allclose(decayed, [0.9, 0.5, 0.8 * math.exp(-1 / 0.9)])
+    # Soft NMS drops nothing except beyond max_dets; kept scores never increase.
+    kpts, scores, areas = _random_instances(rng, 30)
+    keep, decayed = soft_oks_nms(kpts, scores, areas, thr=0.9, max_dets=20)
+    assert len(keep) == 20 and len(set(keep.tolist())) == 20
+    assert (decayed <= scores[keep] + 1e-12).all() and (np.diff(decayed) <= 1e-12).all()
+    assert soft_oks_nms(kpts[:0], scores[:0], areas[:0])[0].tolist() == []
+
+
+def test_nms_per_image_groups_by_image():
+    rng = np.random.default_rng(6)
+    kpts, scores, areas = _random_instances(rng, 40)
+    image_ids = rng.choice([7, 3, 12], size=40)
+    keep = nms_per_image(image_ids, kpts, scores, areas, thr=0.9)
+    expected = []
+    for img in (3, 7, 12):
+        idx = np.flatnonzero(image_ids == img)
+        expected += idx[oks_nms(kpts[idx], scores[idx], areas[idx], thr=0.9)].tolist()
+    assert keep.tolist() == expected
+    soft = nms_per_image(image_ids, kpts, scores, areas, thr=0.9, soft=True, max_dets=5)
+    assert all((image_ids[soft] == img).sum() == min(5, (image_ids == img).sum()) for img in (3, 7, 12))
+    assert nms_per_image(np.zeros(0), np.zeros((0, K, 3)), np.zeros(0), np.zeros(0)).tolist() == []
+    with pytest.raises(ValueError, match="one entry per instance"):
+        nms_per_image(image_ids[:3], kpts, scores, areas)
