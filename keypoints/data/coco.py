@@ -1,0 +1,306 @@
+"""COCO person-keypoint dataset for top-down training and evaluation.
+
+One item per person instance: the affine crop of its box (``TopDownTransform``) and the Gaussian
+targets of its keypoints (``HeatmapCodec.encode``). Boxes come from the ground truth or from a
+detector file (a JSON list of ``{image_id, category_id, bbox [x, y, w, h], score}``).
+
+Ground-truth instances kept (HRNet's ``_load_coco_keypoint_annotation_kernal``, mmpose's box
+clipping): category 1, not crowd, ``num_keypoints > 0``, and the box clipped to the image,
+``x1 = max(0, x)``, ``x2 = min(W - 1, x1 + max(0, w))`` (same in y), with positive width and height.
+Detector boxes: category 1 with ``score >= det_score_thr``; their items carry zero targets.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from ..codec import HeatmapCodec
+from ..constants import NUM_KEYPOINTS, PERSON_CATEGORY_ID
+from ..geometry import box_to_center_scale
+from .transforms import TopDownTransform
+
+logger = logging.getLogger(__name__)
+
+BAD_IMAGE_MODES = ("skip", "error")
+IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # COCO coordinates are in stored pixel space
+
+
+class BadImageError(Exception):
+    """An image file that is missing or cannot be decoded (carries the path)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{problem}: {path}")
+        self.path, self.problem = path, problem
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (check data.root and the file name)")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def load_coco(ann_file: str | Path) -> COCO:
+    """pycocotools ``COCO`` of a person-keypoint annotation file, with one-line errors for missing/malformed files."""
+    data = _read_json(ann_file, "annotation file")
+    if not isinstance(data, dict):
+        raise ValueError(f"annotation file {ann_file} must hold a JSON object, got {type(data).__name__}")
+    missing = [k for k in ("images", "annotations") if not isinstance(data.get(k), list)]
+    if missing:
+        raise ValueError(f"annotation file {ann_file} lacks the list(s) {', '.join(missing)}: not a COCO file?")
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name", "width", "height")):
+            raise ValueError(f"annotation file {ann_file}: images[{i}] needs id, file_name, width and height")
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "bbox")):
+            raise ValueError(f"annotation file {ann_file}: annotations[{i}] needs id, image_id, category_id and bbox")
+    data.setdefault("categories", [])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        coco.createIndex()
+    return coco
+
+
+def clip_box(bbox: list[float], width: int, height: int) -> list[float] | None:
+    """COCO box clipped to the image (mmpose/HRNet rule); None when it has no positive width or height."""
+    x, y, w, h = (float(v) for v in bbox)
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = min(width - 1.0, x1 + max(0.0, w)), min(height - 1.0, y1 + max(0.0, h))
+    if x2 > x1 and y2 > y1:
+        return [x1, y1, x2 - x1, y2 - y1]
+    return None
+
+
+class CocoKeypointDataset(Dataset):
+    """Top-down person instances of a COCO keypoint file.
+
+    Args:
+        ann_file: ``person_keypoints_*.json``.
+        image_dir: folder of the images named by ``file_name``.
+        codec: target encoder; its ``input_size`` (width, height) fixes the crop aspect ratio.
+        transform: ``TopDownTransform`` (random for training, plain crop for validation).
+        boxes: ``"gt"`` or the path of a detections JSON.
+        det_score_thr: detector boxes below this score are dropped.
+        bad_images: ``"skip"`` (log, count, return the next readable instance) or ``"error"`` (raise).
+        padding: box enlargement before the aspect-ratio fix.
+
+    Items (dict): ``image`` uint8 ``(3, H, W)`` RGB crop (a channels-last view); ``heatmaps`` float32
+    ``(K, h, w)``; ``target_weight`` float32 ``(K,)``; ``keypoints`` float32 ``(K, 3)`` (x, y in crop pixels,
+    visibility); ``image_id`` int; ``center``, ``scale`` float32 ``(2,)``: the instance's crop box in image
+    pixels before training augmentation (exactly the crop with the validation transform); ``box_score`` float32
+    scalar (1 for ground truth); ``index`` int (the instance actually returned). Detector boxes give zero
+    heatmaps, weights and keypoints.
+
+    ``stats`` holds the counts of kept and dropped images/instances per reason (and ``bad_images`` read so far
+    in this process); ``box_source`` describes where the boxes come from.
+    """
+
+    def __init__(self, ann_file: str | Path, image_dir: str | Path, codec: HeatmapCodec, transform: TopDownTransform,
+                 *, boxes: str = "gt", det_score_thr: float = 0.0, bad_images: str = "skip",
+                 padding: float = 1.25) -> None:
+        if bad_images not in BAD_IMAGE_MODES:
+            raise ValueError(f"bad_images={bad_images!r} is not valid; choose one of {', '.join(BAD_IMAGE_MODES)}")
+        self.ann_file, self.image_dir = str(ann_file), str(image_dir)
+        if not os.path.isdir(self.image_dir):
+            raise FileNotFoundError(f"image folder not found: {self.image_dir} (check data.root and the image dir)")
+        self.codec, self.transform = codec, transform
+        self.bad_images, self.padding = bad_images, float(padding)
+        self.aspect_ratio = codec.input_size[0] / codec.input_size[1]
+        self.coco = load_coco(ann_file)
+        self.stats: dict[str, Any] = {"images_total": len(self.coco.imgs), "bad_images": 0}
+        if boxes == "gt":
+            records = self._gt_records()
+            self.box_source = "ground-truth boxes"
+        else:
+            records = self._detection_records(boxes, det_score_thr)
+            self.box_source = f"detector boxes from {boxes} ({len(records)} boxes, score >= {det_score_thr:g})"
+        self.stats["images_kept"] = len({r["image_id"] for r in records})
+        self.stats["instances_kept"] = len(records)
+        self._pack(records)
+        self._bad_paths: set[str] = set()
+        dropped = ", ".join(f"{k} {v}" for k, v in self.stats["dropped"].items()) or "none"
+        logger.info("%s: %d instances on %d of %d images (%s); dropped: %s", Path(self.ann_file).name,
+                    len(records), self.stats["images_kept"], self.stats["images_total"], self.box_source, dropped)
+
+    # ------------------------------------------------------------------ records
+
+    def _record(self, image_id: int, bbox: list[float], score: float, keypoints: np.ndarray | None,
+                ann_id: int = -1) -> dict:
+        img = self.coco.imgs[image_id]
+        center, scale = box_to_center_scale(np.asarray(bbox), self.aspect_ratio, self.padding)
+        return {"image_id": image_id, "file": os.path.join(self.image_dir, img["file_name"]), "center": center,
+                "scale": scale, "score": float(score), "keypoints": keypoints, "ann_id": ann_id}
+
+    def _gt_records(self) -> list[dict]:
+        reasons: Counter = Counter()
+        records = []
+        for image_id in self.coco.getImgIds():
+            img = self.coco.imgs[image_id]
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                kpts = np.asarray(ann.get("keypoints", []), dtype=np.float32)
+                if ann["category_id"] != PERSON_CATEGORY_ID:
+                    reasons["not_person"] += 1
+                    continue
+                if ann.get("iscrowd", 0):
+                    reasons["crowd"] += 1
+                    continue
+                if kpts.size != 3 * NUM_KEYPOINTS:
+                    if kpts.size:
+                        raise ValueError(f"annotation file {self.ann_file}: annotation {ann['id']} has {kpts.size} "
+                                         f"keypoint values, expected {3 * NUM_KEYPOINTS}")
+                    reasons["no_keypoints"] += 1
+                    continue
+                kpts = kpts.reshape(NUM_KEYPOINTS, 3)
+                if ann.get("num_keypoints", int((kpts[:, 2] > 0).sum())) <= 0 or not (kpts[:, 2] > 0).any():
+                    reasons["no_keypoints"] += 1
+                    continue
+                box = clip_box(ann["bbox"], img["width"], img["height"])
+                if box is None or ann.get("area", 1) <= 0:
+                    reasons["empty_box"] += 1
+                    continue
+                records.append(self._record(image_id, box, 1.0, kpts, ann["id"]))
+        self.stats["instances_total"] = len(self.coco.anns)
+        self.stats["dropped"] = dict(reasons)
+        if not records:
+            raise ValueError(f"no usable person instances in {self.ann_file}: {len(self.coco.anns)} annotations, "
+                             f"dropped {dict(reasons) or 'none'} (need category 1, not crowd, keypoints, a box)")
+        return records
+
+    def _detection_records(self, det_file: str, score_thr: float) -> list[dict]:
+        dets = _read_json(det_file, "detections file")
+        if not isinstance(dets, list):
+            raise ValueError(f"detections file {det_file} must hold a JSON list of {{image_id, category_id, bbox, "
+                             f"score}}, got {type(dets).__name__}")
+        for i, d in enumerate(dets):
+            if not isinstance(d, dict) or any(k not in d for k in ("image_id", "category_id", "bbox", "score")):
+                raise ValueError(f"detections file {det_file}: entry {i} needs image_id, category_id, bbox and score")
+        persons = [d for d in dets if d["category_id"] == PERSON_CATEGORY_ID]
+        if not persons:
+            raise ValueError(f"detections file {det_file} holds no person boxes (category_id 1) among {len(dets)} "
+                             f"entries")
+        unknown = sorted({d["image_id"] for d in persons} - set(self.coco.imgs))
+        if unknown:
+            raise ValueError(f"detections file {det_file} names {len(unknown)} image ids not in {self.ann_file}: "
+                             f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''} (wrong split?)")
+        reasons = Counter(not_person=len(dets) - len(persons))
+        records = []
+        for d in persons:
+            if d["score"] < score_thr:
+                reasons["low_score"] += 1
+            elif d["bbox"][2] <= 0 or d["bbox"][3] <= 0:
+                reasons["empty_box"] += 1
+            else:
+                records.append(self._record(d["image_id"], d["bbox"], d["score"], None))
+        self.stats["instances_total"] = len(dets)
+        self.stats["dropped"] = {k: v for k, v in reasons.items() if v}
+        if not records:
+            raise ValueError(f"no detector boxes left from {det_file}: {len(persons)} person boxes, dropped "
+                             f"{self.stats['dropped']} (det_score_thr={score_thr:g})")
+        return records
+
+    def _pack(self, records: list[dict]) -> None:
+        """Records as numpy arrays: workers then share them copy-on-read (a list of dicts would be copied, as
+        reference counting writes to every object touched)."""
+        n = len(records)
+        self._files = np.array([r["file"] for r in records])
+        self.image_ids = np.array([r["image_id"] for r in records], dtype=np.int64)  # (N,) per instance
+        self.ann_ids = np.array([r["ann_id"] for r in records], dtype=np.int64)  # (N,) -1 for detector boxes
+        self._centers = np.stack([r["center"] for r in records]).astype(np.float32)
+        self._scales = np.stack([r["scale"] for r in records]).astype(np.float32)
+        self._scores = np.array([r["score"] for r in records], dtype=np.float32)
+        self._has_kpts = np.array([r["keypoints"] is not None for r in records])
+        kpts = np.zeros((n, NUM_KEYPOINTS, 3), dtype=np.float32)
+        for i, r in enumerate(records):
+            if r["keypoints"] is not None:
+                kpts[i] = r["keypoints"]
+        self._keypoints = kpts
+
+    # ------------------------------------------------------------------ items
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the transform's random stream (the loader's worker_init_fn calls it)."""
+        self.transform.reseed(seed)
+
+    def instance(self, i: int) -> dict:
+        """Raw instance ``i``: image ``path``, ``center``/``scale`` (2,) and ``keypoints`` (K, 3) in image pixels."""
+        return {"path": str(self._files[i]), "center": self._centers[i], "scale": self._scales[i],
+                "keypoints": self._keypoints[i], "image_id": int(self.image_ids[i])}
+
+    def read_image(self, path: str) -> np.ndarray:
+        """BGR uint8 ``(H, W, 3)`` as stored (EXIF orientation ignored); raises ``BadImageError``."""
+        image = cv2.imread(path, IMREAD_FLAGS)
+        if image is None:
+            raise BadImageError(path, "image file not found" if not os.path.exists(path) else "cannot decode image")
+        return image
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """Item ``index``; ``(index, seed)`` (from ``SeededSampler``) first reseeds the transform with ``seed``."""
+        if isinstance(index, (tuple, list)):
+            index, seed = index
+            self.transform.reseed(int(seed))
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} instances")
+        index %= n
+        for attempt in range(n):
+            i = (index + attempt) % n
+            path = str(self._files[i])
+            if path in self._bad_paths:
+                continue
+            try:
+                return self._load(i, path)
+            except BadImageError as e:
+                if self.bad_images == "error":
+                    if e.problem == "image file not found":
+                        raise FileNotFoundError(f"{e} (set data.bad_images=skip to skip such files)") from None
+                    raise ValueError(f"{e} (set data.bad_images=skip to skip such files)") from None
+                self._bad_paths.add(path)
+                self.stats["bad_images"] = len(self._bad_paths)
+                logger.warning("skipping unreadable image (%s): %s", e.problem, path)
+        raise FileNotFoundError(f"none of the {n} instances of {self.ann_file} has a readable image in "
+                                f"{self.image_dir} (check data.root and the image folder)")
+
+    def _load(self, i: int, path: str) -> dict:
+        image = self.read_image(path)
+        kpts = self._keypoints[i]
+        out = self.transform(image, self._centers[i], self._scales[i], kpts[:, :2], kpts[:, 2], bgr=True)
+        if self._has_kpts[i]:
+            heatmaps, weights = self.codec.encode(out["keypoints"], out["visibility"])
+            keypoints = np.concatenate([out["keypoints"], out["visibility"][:, None].astype(np.float32)], axis=1)
+        else:
+            w, h = self.codec.heatmap_size
+            heatmaps = np.zeros((NUM_KEYPOINTS, h, w), dtype=np.float32)
+            weights = np.zeros(NUM_KEYPOINTS, dtype=np.float32)
+            keypoints = np.zeros((NUM_KEYPOINTS, 3), dtype=np.float32)
+        return {
+            # (3, H, W) view of the HWC crop: collation copies it into the batch anyway, so no copy here.
+            "image": torch.from_numpy(out["image"]).permute(2, 0, 1),
+            "heatmaps": torch.from_numpy(heatmaps),
+            "target_weight": torch.from_numpy(weights),
+            "keypoints": torch.from_numpy(keypoints),
+            "image_id": int(self.image_ids[i]),
+            "center": torch.from_numpy(self._centers[i].copy()),
+            "scale": torch.from_numpy(self._scales[i].copy()),
+            "box_score": torch.tensor(self._scores[i]),
+            "index": i,
+        }
