@@ -50,6 +50,8 @@ class ModelConfig:
     light_channels: tuple[int, ...] = (128, 64, 32)  # light head widths at strides 16, 8, 4
     light_expansion: int = 4  # expansion ratio of the light head's inverted-residual blocks
     num_keypoints: int = 17  # heatmap channels
+    bn_momentum: float = 0.0  # 0 keeps the defaults (torchvision's 0.01 in backbone and light head, 0.1 in the
+    #                           deconv head); otherwise every BatchNorm's momentum (0.1 adapts faster in short runs)
     pretrained: str = "none"  # none | torchvision (torch hub cache, never downloaded) | path to a state dict
     dyrelu: DyReLUConfig = field(default_factory=DyReLUConfig)
 

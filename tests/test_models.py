@@ -152,3 +152,10 @@ def test_wrong_input_channels_is_a_clear_error():
     model = build_model(load_config(ROOT / "configs/quickstart.yaml").model)
     with pytest.raises(ValueError, match=r"expects RGB crops \(B, 3, H, W\), got \(1, 1, 128, 96\)"):
         model(torch.zeros(1, 1, 128, 96))
+
+
+def test_bn_momentum_knob():
+    default = build_model(ModelConfig(backbone="mobilenet_v3_small", head="deconv"))
+    assert default.backbone.features[0][1].momentum == 0.01 and default.head.deconv[1].momentum == 0.1
+    fast = build_model(ModelConfig(backbone="mobilenet_v3_small", bn_momentum=0.1))
+    assert {m.momentum for m in fast.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}

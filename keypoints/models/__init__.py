@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from torch import nn
+
 from ..config import Config, ModelConfig, config_from_dict
 from ..utils.checkpoint import load_checkpoint, load_model_state
 from .dyrelu import DyReLU
@@ -38,7 +40,12 @@ def build_model(cfg: ModelConfig) -> TopDownPoseModel:
         head = DeconvHead(backbone.out_channels[-1], cfg.num_keypoints, head_act, cfg.deconv_channels)
     else:
         head = LightHead(backbone.out_channels, cfg.num_keypoints, head_act, cfg.light_channels, cfg.light_expansion)
-    return TopDownPoseModel(backbone, head)
+    model = TopDownPoseModel(backbone, head)
+    if cfg.bn_momentum > 0:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = cfg.bn_momentum
+    return model
 
 
 def load_pose_model(checkpoint: str, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config]:
