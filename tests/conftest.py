@@ -28,3 +28,13 @@ def coco_mini() -> Path:
 @pytest.fixture
 def coco_mmpose4() -> Path:
     return COCO_MMPOSE4
+
+
+def load_tool(name: str):
+    """Import tools/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -99,7 +99,10 @@ def main(args: argparse.Namespace) -> dict:
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if world > 1 and cfg.train.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            logger.warning("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernels); keeping per-process BatchNorm")
     total_batch = cfg.data.batch_size * world
     optimizer = build_optimizer(model, cfg.train, total_batch)
     iters_per_epoch = len(train_loader) if cfg.train.max_iters_per_epoch <= 0 else \

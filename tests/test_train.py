@@ -1,0 +1,114 @@
+"""tools/train.py end to end on CPU: real COCO samples and synthetic data, resume, NaN handling, DDP."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from keypoints.data.synthetic import make_synthetic_dataset
+from conftest import COCO_MINI, ROOT, load_tool
+
+train = load_tool("train")
+
+# Quick runs: the quickstart model, few iterations, no augmentation noise unless a test wants it.
+QUICK = ["data.batch_size=8", "data.workers=0", "train.warmup_iters=5", "train.log_interval=1",
+         "train.val_interval=100", "test.batch_size=32"]
+NO_AUG = ["aug.flip_prob=0", "aug.half_body_prob=0", "aug.rotation_prob=0", "aug.scale_range=[1.0,1.0]",
+          "aug.photometric=false"]
+
+
+def _run(tmp, *opts, epochs=2, resume=None, data_root=COCO_MINI, config="configs/quickstart.yaml"):
+    argv = ["--config", str(ROOT / config), "--output-dir", str(tmp), "--device", "cpu", "--no-progress",
+            "--epochs", str(epochs), "--data-root", str(data_root)]
+    if resume is not None:
+        argv += ["--resume"] + ([resume] if resume != "last" else [])
+    args = train.get_args_parser().parse_args(argv + ["--opts", *QUICK, *opts])
+    return train.main(args)
+
+
+def _losses(folder):
+    with open(folder / "metrics.csv") as f:
+        return [float(r["train_loss"]) for r in csv.DictReader(f)]
+
+
+def test_trains_on_real_coco_and_writes_everything(tmp_path):
+    metrics = _run(tmp_path, "train.max_iters_per_epoch=4", "train.val_interval=3", epochs=3)
+    losses = _losses(tmp_path)
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert losses[2] < losses[0]
+    assert 0.0 <= metrics["AP"] <= 1.0 and "val_loss" in metrics  # evaluated after the last epoch
+    for name in ("config.yaml", "last.pth", "best.pth", "metrics.csv", "train.log", "curves.png",
+                 "coco_keypoint_results.json"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "tensorboard").iterdir())
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "best_metric", "config"}
+    assert state["epoch"] == 3 and state["config"]["data"]["root"] == str(COCO_MINI)
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_trains_on_synthetic_data(tmp_path):
+    root = tmp_path / "synthetic"
+    make_synthetic_dataset(root, train_images=16, val_images=4, seed=1)
+    _run(tmp_path / "run", "train.max_iters_per_epoch=4", "train.val_interval=3", *NO_AUG, data_root=root, epochs=3)
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 3 and losses[2] < losses[0]
+
+
+def test_resume_continues_exactly(tmp_path):
+    opts = ("train.max_iters_per_epoch=3",)
+    _run(tmp_path / "full", *opts, epochs=2)
+    _run(tmp_path / "cut", *opts, epochs=1)
+    _run(tmp_path / "cut", *opts, epochs=2, resume="last")
+    full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert len(cut) == 2
+    assert cut[0] == pytest.approx(full[0], rel=1e-6)
+    assert cut[1] == pytest.approx(full[1], rel=1e-5)  # the epoch after the interruption: same samples, same step
+    a = torch.load(tmp_path / "full/last.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut/last.pth", weights_only=True)["model"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-6) for k in a)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _run(tmp_path, "train.max_iters_per_epoch=2", epochs=1)
+    good = torch.load(tmp_path / "last.pth", weights_only=True)
+
+    def nan_loss(self, pred, target, weight=None):
+        return pred.float().sum() * float("nan")
+
+    monkeypatch.setattr(train.KeypointMSELoss, "forward", nan_loss)
+    with pytest.raises(SystemExit) as stop:
+        _run(tmp_path, "train.max_iters_per_epoch=2", epochs=2, resume="last")
+    assert stop.value.code == 1
+    kept = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert kept["epoch"] == good["epoch"] == 1
+    assert "loss became nan" in (tmp_path / "train.log").read_text()
+
+
+def test_bad_config_and_data_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key 'train.lrr'"):
+        _run(tmp_path, "train.lrr=1")
+    with pytest.raises(FileNotFoundError, match="not found: .*nowhere"):
+        _run(tmp_path, data_root=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="lower data.batch_size"):
+        _run(tmp_path, "data.batch_size=1000")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(ROOT / "tools/train.py"),
+           "--config", str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(tmp_path), "--device", "cpu",
+           "--no-progress", "--epochs", "1", "--data-root", str(COCO_MINI),
+           "--opts", *QUICK, "train.max_iters_per_epoch=2", "data.batch_size=4", "train.sync_bn=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["best.pth", "last.pth"]
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert state["epoch"] == 1 and not any(k.startswith("module.") for k in state["model"])
+    with open(tmp_path / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1  # rank 0 alone writes logs
