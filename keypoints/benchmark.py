@@ -166,7 +166,6 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 def measure_models(configs: dict[str, Config], settings: BenchSettings) -> list[dict]:
     """One row per config, with the ratios to its ReLU-without-SE twin (added to the run when missing)."""
-    device = torch.device(settings.device)
     twins = {}
     all_cfgs = dict(configs)
     for name, cfg in configs.items():

@@ -15,7 +15,6 @@ integer coordinates); a heatmap cell ``v`` corresponds to input pixel ``v * stri
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

@@ -51,9 +51,13 @@ def draw_pose(image: np.ndarray, keypoints: np.ndarray, kpt_thr: float = 0.3, bo
 
 
 def draw_text(image: np.ndarray, text: str, origin: tuple[int, int] = (8, 20)) -> np.ndarray:
-    """White text with a dark outline (FPS and mode overlays)."""
-    for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, width, cv2.LINE_AA)
+    """White text on a dark band (FPS and mode overlays), sized to the image."""
+    scale = max(0.35, min(image.shape[:2]) / 960)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    band = image[max(0, y - h - 4):y + base + 2, max(0, x - 4):x + w + 4]
+    band[:] = (band * 0.4).astype(image.dtype)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return image
 
 

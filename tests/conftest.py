@@ -38,3 +38,15 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """A pose checkpoint (quickstart config, untrained weights) as tools/train.py writes it."""
+    from keypoints.config import config_to_dict, load_config
+    from keypoints.models import build_model
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    path = tmp_path_factory.mktemp("ckpt") / "quick.pth"
+    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg), "epoch": 0}, path)
+    return path

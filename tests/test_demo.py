@@ -2,7 +2,6 @@
 clear errors; never a window on a headless machine."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,24 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from keypoints.config import config_to_dict, load_config
-from keypoints.models import build_model
 from keypoints.video import count_frames, open_source, write_synthetic_video
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 MMPOSE4 = Path(__file__).resolve().parent / "data" / "coco_mmpose4"
 
-spec = importlib.util.spec_from_file_location("demo_cli", ROOT / "tools" / "demo.py")
-demo = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(demo)
+demo = load_tool("demo")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
-    path = tmp_path_factory.mktemp("ckpt") / "quick.pth"
-    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg), "epoch": 0}, path)
-    return path
+def checkpoint(untrained_checkpoint) -> Path:
+    return untrained_checkpoint
 
 
 @pytest.fixture(scope="module")

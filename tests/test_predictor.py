@@ -12,9 +12,8 @@ from torch import nn
 
 import keypoints
 from keypoints.codec import HeatmapCodec
-from keypoints.config import config_to_dict, load_config
+from keypoints.config import load_config
 from keypoints.detection import PersonDetector, boxes_from_keypoints, build_detector, find_local_detector
-from keypoints.models import build_model
 from keypoints.predictor import PoseEstimator, Prediction
 from keypoints.video import read_image
 
@@ -23,11 +22,8 @@ COCO_MINI = Path(__file__).resolve().parent / "data" / "coco_mini"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
-    path = tmp_path_factory.mktemp("ckpt") / "quick.pth"
-    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg), "epoch": 0}, path)
-    return path
+def checkpoint(untrained_checkpoint) -> Path:
+    return untrained_checkpoint
 
 
 def coco_mini_people(count: int) -> list[tuple[np.ndarray, np.ndarray]]:

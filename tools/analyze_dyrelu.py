@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import cv2
@@ -23,6 +22,7 @@ import torch
 from keypoints.analysis import collect_dyrelu_stats, plot_scatter, plot_slope_gap
 from keypoints.config import load_config
 from keypoints.models import build_model, load_pose_model
+from keypoints.utils.cli import run_cli
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -76,8 +76,4 @@ def main(args: argparse.Namespace) -> list:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, get_args_parser())

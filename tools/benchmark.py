@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keypoints.benchmark import BenchSettings, format_table, measure_dyrelu_impls, measure_models  # noqa: E402
 from keypoints.config import load_config  # noqa: E402
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 DEFAULT_CONFIGS = (
     "configs/coco/ablations/mobilenetv3_large_relu_256x192.yaml",
@@ -130,4 +131,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

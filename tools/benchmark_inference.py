@@ -47,6 +47,7 @@ from keypoints.models import DeconvHead, TopDownPoseModel, build_model, get_act_
 from keypoints.onnx_backend import OnnxPoseSession, export_onnx, node_time_summary  # noqa: E402
 from keypoints.predictor import PoseEstimator  # noqa: E402
 from keypoints.video import draw_prediction, open_source, open_video_writer, write_synthetic_video  # noqa: E402
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"dyrelu_c_large": "configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml",
@@ -240,4 +241,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

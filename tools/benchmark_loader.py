@@ -32,6 +32,7 @@ from keypoints.config import load_config  # noqa: E402
 from keypoints.data import build_dataset, seed_worker  # noqa: E402
 from keypoints.losses import KeypointMSELoss  # noqa: E402
 from keypoints.models import build_model  # noqa: E402
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -144,4 +145,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -29,6 +29,7 @@ from keypoints.constants import FLIP_INDEX  # noqa: E402
 from keypoints.evaluation import predictions_to_results  # noqa: E402
 from keypoints.models import build_model  # noqa: E402
 from keypoints.postprocess import decode_to_image, flip_back, instance_areas, nms_per_image, rescore  # noqa: E402
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = ("configs/quickstart.yaml", "configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml")
@@ -190,4 +191,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

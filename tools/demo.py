@@ -42,6 +42,7 @@ from keypoints.predictor import PoseEstimator  # noqa: E402
 from keypoints.utils.runtime import select_device  # noqa: E402
 from keypoints.video import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, draw_prediction, has_display,  # noqa: E402
                              open_source, open_video_writer)
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -208,8 +209,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, get_args_parser())

@@ -32,6 +32,7 @@ from keypoints.models import load_pose_model  # noqa: E402
 from keypoints.onnx_backend import INPUT_DTYPES, OnnxPoseSession, export_onnx, max_abs_diff  # noqa: E402
 from keypoints.predictor import PoseEstimator  # noqa: E402
 from keypoints.video import read_image  # noqa: E402
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 DEFAULT_CHECK_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "coco_mini"
 
@@ -112,8 +113,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, get_args_parser())

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from keypoints.utils import distributed as dist  # noqa: E402
 from keypoints.utils.checkpoint import load_checkpoint, load_model_state  # noqa: E402
 from keypoints.utils.logging import setup_logging  # noqa: E402
 from keypoints.utils.runtime import amp_settings, select_device  # noqa: E402
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 logger = logging.getLogger("keypoints.test")
 
@@ -127,8 +127,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, get_args_parser())

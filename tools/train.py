@@ -37,6 +37,7 @@ from keypoints.utils.checkpoint import load_checkpoint, load_model_state, save_c
 from keypoints.utils.logging import MetricWriter, setup_logging  # noqa: E402
 from keypoints.utils.runtime import amp_settings, seed_everything, select_device  # noqa: E402
 from keypoints.visualize import plot_training_curves  # noqa: E402
+from keypoints.utils.cli import run_cli  # noqa: E402
 
 logger = logging.getLogger("keypoints.train")
 
@@ -174,8 +175,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, get_args_parser())
