@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from .constants import COCO_STAT_NAMES, OKS_SIGMAS, PERSON_CATEGORY_ID
 from .postprocess import nms_per_image, rescore
+from .utils.io import read_json
 
 __all__ = ["CocoKeypointEvaluator", "evaluate_results_file", "evaluate_results", "validate_results",
            "predictions_to_results", "RESULTS_FILENAME"]
@@ -136,13 +137,7 @@ def evaluate_results_file(results_path: str | Path, ann_file: str | Path, *, sig
                           box_source: str = "unknown") -> dict[str, float]:
     """Score an existing COCO keypoint results JSON (from any model) against ``ann_file``; see
     :func:`evaluate_results`. The file is validated first (:func:`validate_results`)."""
-    path = Path(results_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file not found: {path}; pass a COCO keypoint results JSON")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"results file {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    results = read_json(results_path, "results file", hint="pass a COCO keypoint results JSON")
     coco_gt = _load_coco(ann_file)
     validate_results(results, coco_gt, num_keypoints=len(sigmas))
     return evaluate_results(results, coco_gt, sigmas=sigmas, box_source=box_source)

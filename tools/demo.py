@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from keypoints.detection import DETECTORS, PersonDetector, find_local_detector  # noqa: E402
+from keypoints.utils.io import read_json  # noqa: E402
 from keypoints.predictor import PoseEstimator  # noqa: E402
 from keypoints.utils.runtime import select_device  # noqa: E402
 from keypoints.video import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, draw_prediction, has_display,  # noqa: E402
@@ -86,12 +87,7 @@ def load_detector(args: argparse.Namespace, device) -> PersonDetector | None:
 def load_given_boxes(args: argparse.Namespace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """image id -> (boxes (N, 4) xywh, scores (N,)) of the person detections scoring at least --det-score-thr."""
     path = Path(args.boxes_from)
-    if not path.is_file():
-        raise FileNotFoundError(f"detections file not found: {path}")
-    try:
-        dets = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    dets = read_json(path, "detections file")
     if not isinstance(dets, list) or not all(isinstance(d, dict) and "image_id" in d and "bbox" in d for d in dets):
         raise ValueError(f"{path} is not a COCO detections file (a list of {{image_id, bbox, score}})")
     grouped: dict[int, list] = collections.defaultdict(list)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 from collections import Counter
@@ -27,6 +26,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from ..codec import HeatmapCodec
+from ..utils.io import read_json
 from ..constants import NUM_KEYPOINTS, PERSON_CATEGORY_ID
 from ..geometry import box_to_center_scale
 from .transforms import TopDownTransform
@@ -46,14 +46,7 @@ class BadImageError(Exception):
 
 
 def _read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path} (check data.root and the file name)")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+    return read_json(path, what, hint="check data.root and the file name")
 
 
 def load_coco(ann_file: str | Path) -> COCO:
