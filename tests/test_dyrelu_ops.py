@@ -243,6 +243,88 @@ def _triton_interpreter_check() -> None:
     x, a, b, pi = _inputs(2, True, shape=(2, 6, 5, 4), channels_last=True)
     torch.library.opcheck(torch.ops.keypoints.dyrelu_fused.default, (x, a, b, pi))
     torch.library.opcheck(torch.ops.keypoints.dyrelu_fused.default, (x, a, b, None))
+    # The first-use self-check of impl="auto" passes with the real kernels (here interpreted on the CPU).
+    for dtype in (torch.float32, torch.bfloat16):
+        assert dyrelu_ops.triton_self_check(torch.device("cpu"), dtype)
+
+
+class _ZeroCoefficientGrads(torch.autograd.Function):
+    """Right forward, wrong backward: no gradient reaches a and b (a kernel bug the forward alone would miss)."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, pi):
+        ctx.save_for_backward(x, a, b, pi)
+        return dyrelu_reference(x, a, b, pi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, a, b, pi = ctx.saved_tensors
+        dx, _, _, dpi = dyrelu_ops.dyrelu_backward(grad, x, a, b, pi)
+        return dx, torch.zeros_like(a), torch.zeros_like(b), dpi
+
+
+def _raises(x, a, b, pi):
+    raise RuntimeError("triton compilation failed\nsecond line of a long compiler log")
+
+
+BAD_KERNELS = {"raises": _raises, "wrong-forward": lambda x, a, b, pi: dyrelu_reference(x, a, b, pi) * 1.1,
+               "wrong-backward": _ZeroCoefficientGrads.apply}
+
+
+@pytest.mark.parametrize("kernel", BAD_KERNELS, ids=list(BAD_KERNELS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_self_check_rejects_bad_kernels(kernel: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(dyrelu_ops, "_TRITON_VERDICTS", {})
+    calls = []
+
+    def fused(*args):
+        calls.append(1)
+        return BAD_KERNELS[kernel](*args)
+
+    with caplog.at_level("WARNING", logger="keypoints.models.dyrelu_ops"), torch.no_grad():
+        assert not dyrelu_ops.triton_self_check(torch.device("cpu"), dtype, fused=fused)
+        assert not dyrelu_ops.triton_self_check(torch.device("cpu"), dtype, fused=fused)  # cached: not run again
+    assert len(calls) == 1
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage() and "self-check" in record.getMessage()
+
+
+def test_triton_self_check_accepts_a_correct_kernel_and_caches_per_dtype(monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(dyrelu_ops, "_TRITON_VERDICTS", {})
+    calls = []
+
+    def fused(*args):
+        calls.append(1)
+        return DyReLUFunction.apply(*args)  # an independent correct implementation (first-maximum ties)
+
+    with caplog.at_level("WARNING"), torch.inference_mode():  # the check builds its own graph even here
+        assert dyrelu_ops.triton_self_check(torch.device("cpu"), torch.float32, fused=fused)
+        n = len(calls)
+        assert dyrelu_ops.triton_self_check(torch.device("cpu"), torch.float32, fused=fused)
+        assert len(calls) == n
+        assert dyrelu_ops.triton_self_check(torch.device("cpu"), torch.float16, fused=fused)
+        assert len(calls) == 2 * n
+    assert not caplog.records
+
+
+def test_triton_self_check_runs_once_under_torch_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On CUDA, resolve_impl("auto") asks for the verdict while torch.compile traces the model: the check runs
+    # eagerly (outside the graph) once, and the compiled code follows the verdict.
+    monkeypatch.setattr(dyrelu_ops, "_TRITON_VERDICTS", {})
+    calls = []
+
+    def fused(*args):
+        calls.append(1)
+        return _raises(*args)
+
+    monkeypatch.setattr(dyrelu_ops, "dyrelu_fused", fused)
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: x * 2 if dyrelu_ops._triton_trusted(x) else x * 3, backend="eager")
+    x = torch.ones(3)
+    assert f(x).tolist() == [3.0] * 3 and f(x).tolist() == [3.0] * 3
+    assert len(calls) == 1
 
 
 def test_triton_kernels_interpreted() -> None:
@@ -266,6 +348,7 @@ def test_triton_cuda(dtype: torch.dtype, channels_last: bool) -> None:
     assert resolve_impl("auto", x, needs_grad=True) == "triton"
     expected = _grads("reference", *[t.detach().float().requires_grad_() for t in (x, a, b, pi)], grad.float())
     actual = _grads("auto", x, a, b, pi, grad)
+    assert dyrelu_ops._TRITON_VERDICTS[(x.device, dtype)]  # the self-check passed on this GPU
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     for e, r in zip(expected, actual):
         torch.testing.assert_close(r.float(), e, rtol=tol, atol=tol * 10)

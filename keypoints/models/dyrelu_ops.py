@@ -16,9 +16,18 @@ variant C, or None. ``dyrelu_apply(x, a, b, pi, impl)`` picks the implementation
   ``keypoints::dyrelu_fused`` with a fake (meta) function and an autograd formula, so
   ``torch.compile`` keeps it as one opaque kernel. CUDA tensors (or CPU tensors under
   ``TRITON_INTERPRET=1``, for tests), dtypes fp32 / bf16 / fp16 with fp32 math.
-- ``auto`` (default): the triton kernels on CUDA when Triton imports and the dtype is
-  supported; otherwise ``autograd`` when a gradient is needed and a cheap forward without a
-  graph (in-place ops, 2 full-size allocations fewer than the reference) for inference.
+- ``auto`` (default): the triton kernels on CUDA when Triton imports, the dtype is supported
+  and the kernels passed their self-check on that device and dtype; otherwise ``autograd``
+  when a gradient is needed and a cheap forward without a graph (in-place ops, 2 full-size
+  allocations fewer than the reference) for inference.
+
+Self-check (``auto`` on CUDA only): the first time a (device, dtype) pair reaches the kernels,
+:func:`triton_self_check` runs them forward and backward on two small tensors (NCHW and
+channels_last, with and without the attention) against the reference. If they raise (a Triton
+or driver problem: compilation, launch) or disagree, one warning line is logged and ``auto``
+uses the PyTorch paths on that device and dtype for the rest of the process, so a first GPU run
+cannot crash or train wrong because of the kernels. The verdict is cached per (device, dtype);
+``impl="triton"`` (asked for explicitly) is not checked, and the CPU never runs it.
 
 Every implementation exports the reference graph during ONNX export
 (``torch.onnx.is_in_onnx_export()``, true for both the TorchScript and the dynamo exporter),
@@ -34,9 +43,13 @@ values are identical. Double backward is not implemented by the lean paths.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+from typing import Callable
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("auto", "reference", "autograd", "triton")
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -254,6 +267,70 @@ def _exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
+# (device, dtype) -> whether the fused kernels passed their self-check there; filled on first use.
+_TRITON_VERDICTS: dict[tuple[torch.device, torch.dtype], bool] = {}
+_SELF_CHECK_CASES = (((2, 6, 5, 7), True, True), ((2, 3, 4, 9), False, False))  # shape, channels_last, with pi
+
+
+def _self_check_failure(device: torch.device, dtype: torch.dtype, fused: Callable) -> str | None:
+    """Why ``fused`` is not trustworthy on (device, dtype): None when it matches the reference (values and
+    gradients of x, a, b, pi, fp32 math on the same rounded inputs), else a short reason."""
+    tol = 1e-4 if dtype == torch.float32 else 1e-2  # bf16/fp16 stores round to 8/11 bits (<= 0.4%); fp32 math inside
+    gen = torch.Generator().manual_seed(0)
+    # A fresh graph whatever the caller's mode (the check may first run inside no_grad / inference_mode / autocast).
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        for shape, channels_last, with_pi in _SELF_CHECK_CASES:
+            n, c, h, w = shape
+            x = torch.randn(shape, generator=gen)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            cpu = [x, torch.randn(n, c, 2, generator=gen), torch.randn(n, c, 2, generator=gen),
+                   torch.rand(n, 1, h, w, generator=gen) + 0.1 if with_pi else None]
+            grad = torch.randn(shape, generator=gen).to(dtype).float()
+            low = [t.to(dtype).float() if t is not None else None for t in cpu]  # the values the kernel sees
+            leaves = [t.requires_grad_() for t in low if t is not None]
+            y_ref = dyrelu_reference(*low)
+            expected = (y_ref, *torch.autograd.grad(y_ref, leaves, grad))
+            inputs = [t.detach().to(device, dtype).requires_grad_() if t is not None else None for t in low]
+            try:
+                y = fused(*inputs)
+                actual = (y, *torch.autograd.grad(y, [t for t in inputs if t is not None], grad.to(device, dtype)))
+                actual = [t.detach().float().cpu() for t in actual]  # also waits for the kernels to finish
+            except Exception as e:  # noqa: BLE001 - any failure of the kernels means "do not use them"
+                return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+            names = ("output", "dx", "da", "db", "dpi")
+            for name, e, r in zip(names, expected, actual):
+                if r.shape != e.shape or not torch.allclose(r, e.detach(), rtol=tol, atol=tol):
+                    diff = (r - e.detach()).abs().max().item() if r.shape == e.shape else float("nan")
+                    return f"{name} differs from the reference by up to {diff:.3g} (shape {tuple(shape)})"
+    return None
+
+
+def triton_self_check(device: torch.device | str, dtype: torch.dtype, fused: Callable | None = None) -> bool:
+    """Whether ``auto`` may use the fused kernels on (device, dtype): checked once, cached, a warning if not.
+
+    ``fused``: the kernel entry point taking (x, a, b, pi) (default: the ``keypoints::dyrelu_fused`` op); tests
+    pass a failing or wrong one. The check runs eagerly even when called while ``torch.compile`` traces.
+    """
+    device = torch.device(device)
+    key = (device, dtype)
+    if key not in _TRITON_VERDICTS:
+        reason = _self_check_failure(device, dtype, fused or dyrelu_fused)
+        if reason is not None:
+            logger.warning("DyReLU: the Triton kernels failed their self-check on %s %s (%s); using the PyTorch "
+                           "implementation there instead (same results, slower)", device,
+                           str(dtype).replace("torch.", ""), reason)
+        _TRITON_VERDICTS[key] = reason is None
+    return _TRITON_VERDICTS[key]
+
+
+def _triton_trusted(x: torch.Tensor) -> bool:
+    verdict = _TRITON_VERDICTS.get((x.device, x.dtype))
+    if verdict is None:  # first use: run the check outside any compiled graph
+        verdict = torch.compiler.disable(triton_self_check)(x.device, x.dtype)
+    return verdict
+
+
 def resolve_impl(impl: str, x: torch.Tensor, needs_grad: bool) -> str:
     """The implementation that runs for ``impl``: reference | autograd | triton | inference (no graph)."""
     if impl not in IMPLEMENTATIONS:
@@ -268,7 +345,7 @@ def resolve_impl(impl: str, x: torch.Tensor, needs_grad: bool) -> str:
             raise ValueError(f"DyReLU impl 'triton' runs on CUDA tensors of dtype float32/bfloat16/float16, got a "
                              f"{x.device.type} {x.dtype} tensor; use impl='auto' to fall back")
         return "triton"
-    if impl == "auto" and x.is_cuda and x.dtype in TRITON_DTYPES and triton_available():
+    if impl == "auto" and x.is_cuda and x.dtype in TRITON_DTYPES and triton_available() and _triton_trusted(x):
         return "triton"
     return "autograd" if needs_grad else "inference"
 
