@@ -44,7 +44,8 @@ test-slow: install
 
 quickstart: install
 	$(BIN)/python tools/make_synthetic.py --out data/synthetic
-	$(BIN)/python tools/train.py --config configs/quickstart.yaml --output-dir $(QUICKSTART) --device cpu --no-progress
+	$(BIN)/python tools/train.py --config configs/quickstart.yaml --output-dir $(QUICKSTART) --device cpu --no-progress \
+		--overwrite
 	$(BIN)/python tools/test.py --config configs/quickstart.yaml --checkpoint $(QUICKSTART)/best.pth \
 		--metrics-json $(QUICKSTART)/metrics_test.json --out $(QUICKSTART)/results_val.json
 	$(BIN)/python tools/demo.py --checkpoint $(QUICKSTART)/best.pth --input data/synthetic/val2017 \

@@ -1,4 +1,4 @@
-"""tools/train.py end to end on CPU: real COCO samples and synthetic data, resume, NaN handling, DDP."""
+"""tools/train.py end to end on CPU: real COCO samples and synthetic data, resume, overwrite, NaN handling, DDP."""
 import csv
 import os
 import shutil
@@ -20,9 +20,9 @@ NO_AUG = ["aug.flip_prob=0", "aug.half_body_prob=0", "aug.rotation_prob=0", "aug
           "aug.photometric=false"]
 
 
-def _run(tmp, *opts, epochs=2, resume=None, data_root=COCO_MINI, config="configs/quickstart.yaml"):
+def _run(tmp, *opts, epochs=2, resume=None, overwrite=False, data_root=COCO_MINI, config="configs/quickstart.yaml"):
     argv = ["--config", str(ROOT / config), "--output-dir", str(tmp), "--device", "cpu", "--no-progress",
-            "--epochs", str(epochs), "--data-root", str(data_root)]
+            "--epochs", str(epochs), "--data-root", str(data_root)] + (["--overwrite"] if overwrite else [])
     if resume is not None:
         argv += ["--resume"] + ([resume] if resume != "last" else [])
     args = train.get_args_parser().parse_args(argv + ["--opts", *QUICK, *opts])
@@ -62,7 +62,13 @@ def test_resume_continues_exactly(tmp_path):
     opts = ("train.max_iters_per_epoch=3",)
     _run(tmp_path / "full", *opts, epochs=2)
     _run(tmp_path / "cut", *opts, epochs=1)
+    # What a killed process leaves behind: temporaries of our checkpoints and metrics.csv (removed), and a
+    # file of the user's that merely looks alike (kept).
+    stale = [tmp_path / "cut" / n for n in ("last.pth.k9x2ab.tmp", "best.pth.q1w2e3.tmp", "metrics.tmp")]
+    for p in stale + [tmp_path / "cut" / "notes.tmp"]:
+        p.write_bytes(b"partial")
     _run(tmp_path / "cut", *opts, epochs=2, resume="last")
+    assert not any(p.exists() for p in stale) and (tmp_path / "cut" / "notes.tmp").exists()
     full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
     assert len(cut) == 2
     assert cut[0] == pytest.approx(full[0], rel=1e-6)
@@ -86,6 +92,33 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     kept = torch.load(tmp_path / "last.pth", weights_only=True)
     assert kept["epoch"] == good["epoch"] == 1
     assert "loss became nan" in (tmp_path / "train.log").read_text()
+
+
+def test_rerun_refuses_then_overwrite_starts_clean(tmp_path):
+    opts = ("train.max_iters_per_epoch=2",)
+    _run(tmp_path, *opts, epochs=2)
+    best = (tmp_path / "best.pth").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run .*--resume.*--overwrite"):
+        _run(tmp_path, *opts, epochs=1)
+    assert (tmp_path / "best.pth").read_bytes() == best and len(_losses(tmp_path)) == 2
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    _run(tmp_path, *opts, epochs=1, overwrite=True)
+    assert len(_losses(tmp_path)) == 1  # no rows of the earlier run
+    assert torch.load(tmp_path / "best.pth", weights_only=True)["epoch"] == 1
+    assert "deleted the earlier run's" in (tmp_path / "train.log").read_text()
+    assert (tmp_path / "notes.txt").read_text() == "the user's own file"
+
+
+def test_nan_in_the_first_epoch_names_no_checkpoint(tmp_path, monkeypatch):
+    def nan_loss(self, pred, target, weight=None):
+        return pred.float().sum() * float("nan")
+
+    monkeypatch.setattr(train.KeypointMSELoss, "forward", nan_loss)
+    with pytest.raises(SystemExit) as stop:
+        _run(tmp_path, "train.max_iters_per_epoch=1", epochs=1)
+    assert stop.value.code == 1 and not (tmp_path / "last.pth").exists()
+    log = (tmp_path / "train.log").read_text()
+    assert "no checkpoint was written" in log and "last good checkpoint" not in log
 
 
 def test_bad_config_and_data_fail_clearly(tmp_path):

@@ -8,15 +8,28 @@
     torchrun --nproc_per_node 8 tools/train.py --config CFG --output-dir DIR --opts train.sync_bn=true
     # continue an interrupted run from DIR/last.pth (or name a checkpoint)
     python tools/train.py --config CFG --output-dir DIR --resume
+    # start again in a folder that holds an earlier run, deleting that run's files first
+    python tools/train.py --config CFG --output-dir DIR --overwrite
 
 Writes to the output directory: config.yaml (resolved), last.pth (every epoch), best.pth (best
-validation AP), metrics.csv, tensorboard/, train.log and curves.png.
+validation AP), metrics.csv, tensorboard/, train.log, curves.png and coco_keypoint_results.json.
+
+An output folder that already holds a run (last.pth, best.pth or metrics.csv: at least one finished
+epoch) is never written over silently: the script stops with one line unless it is told what to do,
+``--resume`` (continue that run) or ``--overwrite`` (delete that run's files, the names above and
+nothing else in the folder, then start a new run there). The folder name never changes by itself (no
+``exp2``-style numbering), because the Makefile and scripts read outputs from the path they passed.
+A folder with only config.yaml / train.log (an earlier attempt that stopped before its first epoch
+ended) is reused as is. Stale ``*.tmp`` files of our checkpoints and metrics.csv, left by a killed
+process, are removed when a run starts or resumes. Arguments, the config and the output folder are
+checked before any data is read; their errors are one line on stderr with exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,18 +41,22 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from keypoints.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
 from keypoints.data import build_codec, build_dataloader, build_dataset  # noqa: E402
 from keypoints.engine import NonFiniteLossError, evaluate, train_one_epoch  # noqa: E402
-from keypoints.evaluation import CocoKeypointEvaluator  # noqa: E402
+from keypoints.evaluation import RESULTS_FILENAME, CocoKeypointEvaluator  # noqa: E402
 from keypoints.losses import KeypointMSELoss  # noqa: E402
 from keypoints.models import build_model  # noqa: E402
 from keypoints.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
 from keypoints.utils import distributed as dist  # noqa: E402
-from keypoints.utils.checkpoint import load_checkpoint, load_model_state, save_checkpoint  # noqa: E402
+from keypoints.utils.checkpoint import (load_checkpoint, load_model_state, remove_stale_temporaries,  # noqa: E402
+                                       save_checkpoint)
 from keypoints.utils.logging import MetricWriter, setup_logging  # noqa: E402
-from keypoints.utils.runtime import amp_settings, seed_everything, select_device  # noqa: E402
+from keypoints.utils.runtime import amp_settings, check_output_dir, seed_everything, select_device  # noqa: E402
 from keypoints.visualize import plot_training_curves  # noqa: E402
 from keypoints.utils.cli import run_cli  # noqa: E402
 
 logger = logging.getLogger("keypoints.train")
+
+RUN_MARKERS = ("last.pth", "best.pth", "metrics.csv")  # a folder holding one of these holds a run
+RUN_OUTPUTS = ("config.yaml", *RUN_MARKERS, "train.log", "curves.png", RESULTS_FILENAME, "tensorboard")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -51,6 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="batch per process (sets data.batch_size)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
     p.add_argument("--resume", nargs="?", const="last", help="continue from CKPT (default: OUTPUT_DIR/last.pth)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in OUTPUT_DIR (checkpoints, logs, metrics) and start a new one")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars (log lines only)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-3")
     return p
@@ -69,16 +88,72 @@ def resolve_config(args: argparse.Namespace, resume_state: dict | None):
     return config_from_dict(apply_overrides(resume_state["config"], overrides))
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value} is not valid; it must be at least 1")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run in the output folder "
+                         "(--resume) or replace it (--overwrite)")
+
+
+def check_config(cfg) -> None:
+    for key, value in (("train.epochs", cfg.train.epochs), ("data.batch_size", cfg.data.batch_size),
+                       ("train.val_interval", cfg.train.val_interval), ("train.log_interval", cfg.train.log_interval)):
+        if value < 1:
+            raise ValueError(f"{key}={value} is not valid; it must be at least 1")
+
+
+def check_run_folder(out: Path, resume: str | None, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from (None for a new run); refuses to start a new run over an earlier one."""
+    if resume:
+        path = out / "last.pth" if resume == "last" else Path(resume)
+        if resume == "last" and not path.is_file():
+            raise FileNotFoundError(f"--resume: {path} not found, so there is no run to continue in {out}; "
+                                    f"leave out --resume to start one, or pass --resume CKPT")
+        return path
+    found = [name for name in RUN_MARKERS if (out / name).exists()]
+    if found and not overwrite:
+        raise ValueError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume, replace it "
+                         f"with --overwrite, or choose another --output-dir")
+    return None
+
+
+def clear_run(out: Path) -> list[str]:
+    """--overwrite: delete the files an earlier run of this script wrote in ``out`` (only those)."""
+    removed = []
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 def main(args: argparse.Namespace) -> dict:
-    rank, local_rank, world = dist.init_distributed(args.device)
-    out = Path(args.output_dir)
-    setup_logging(out, rank)
-    resume_path = None
-    if args.resume:
-        resume_path = out / "last.pth" if args.resume == "last" else Path(args.resume)
+    # Everything that can be checked without reading data is checked first, and nothing is written before.
+    check_arguments(args)
+    out = check_output_dir(args.output_dir)
+    resume_path = check_run_folder(out, args.resume, args.overwrite)
     resume_state = load_checkpoint(resume_path) if resume_path else None
     cfg = resolve_config(args, resume_state)
+    check_config(cfg)
+    rank, local_rank, world = dist.init_distributed(args.device)
     device = select_device(args.device, local_rank)
+    removed, stale = [], []
+    if dist.is_main_process():
+        removed = clear_run(out) if args.overwrite else []
+        stale = remove_stale_temporaries(out)  # (MetricWriter removes its own metrics.tmp)
+    dist.barrier()
+    setup_logging(out, rank)
+    if removed:
+        logger.info("--overwrite: deleted the earlier run's %s in %s", ", ".join(removed), out)
+    if stale:
+        logger.info("removed temporary files left by an interrupted run: %s", ", ".join(p.name for p in stale))
     seed_everything(cfg.train.seed + rank, cfg.train.deterministic)
     amp_dtype, use_scaler = amp_settings(cfg.train.amp, device)
     if dist.is_main_process():
@@ -131,7 +206,10 @@ def main(args: argparse.Namespace) -> dict:
     evaluator = CocoKeypointEvaluator(val_set.ann_file, output_dir=out, box_source=val_set.box_source,
                                       oks_nms_thr=cfg.test.oks_nms_thr, soft_nms=cfg.test.soft_nms,
                                       kpt_score_thr=cfg.test.kpt_score_thr)
-    writer = MetricWriter(out) if dist.is_main_process() else None
+    writer = MetricWriter(out, resume_epoch=start_epoch) if dist.is_main_process() else None
+    if start_epoch >= cfg.train.epochs:
+        logger.info("the run has already completed %d of %d epochs; nothing to train (raise --epochs to continue)",
+                    start_epoch, cfg.train.epochs)
     metrics: dict = {}
     for epoch in range(start_epoch, cfg.train.epochs):
         train_loader.sampler.set_epoch(epoch)
@@ -141,9 +219,15 @@ def main(args: argparse.Namespace) -> dict:
                                     grad_clip=cfg.train.grad_clip, max_iters=cfg.train.max_iters_per_epoch,
                                     log_interval=cfg.train.log_interval, progress=not args.no_progress)
         except NonFiniteLossError as e:
-            logger.error("%s. Stopped; the last good checkpoint is %s", e, out / "last.pth")
+            last = out / "last.pth"
+            kept = f"the last good checkpoint is {last}" if last.is_file() else f"no checkpoint was written to {out}"
+            logger.error("%s. Stopped; %s", e, kept)
             dist.cleanup()
             sys.exit(1)
+        except KeyboardInterrupt:
+            if (out / "last.pth").is_file():
+                logger.warning("interrupted in epoch %d; continue with --resume from %s", epoch + 1, out / "last.pth")
+            raise
         metrics = dict(stats)
         last_epoch = epoch + 1 == cfg.train.epochs
         if (epoch + 1) % cfg.train.val_interval == 0 or last_epoch:
@@ -168,7 +252,7 @@ def main(args: argparse.Namespace) -> dict:
         dist.barrier()
     if dist.is_main_process() and writer is not None:
         writer.close()
-        if plot_training_curves(out / "metrics.csv", out / "curves.png"):
+        if (out / "metrics.csv").is_file() and plot_training_curves(out / "metrics.csv", out / "curves.png"):
             logger.info("training curves: %s", out / "curves.png")
     dist.cleanup()
     return metrics

@@ -3,7 +3,9 @@
 A training checkpoint is a dict with ``model`` (state dict of the unwrapped model), ``optimizer``,
 ``scheduler``, ``scaler``, ``epoch`` (epochs completed), ``best_metric``, ``best_metric_name`` and
 ``config`` (the resolved config as a plain dict), written by ``save_checkpoint`` to a temporary file
-in the same folder and renamed over the target, so an interruption never leaves a half-written file.
+in the same folder (``<name>.<random>.tmp``) and renamed over the target, so an interruption never
+leaves a half-written file. A process killed outright (``kill -9``, power loss) can leave that
+temporary file behind; ``remove_stale_temporaries`` deletes them when the next run starts.
 """
 from __future__ import annotations
 
@@ -30,6 +32,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...] = ("last.pth", "best.pth")) -> list[Path]:
+    """Delete ``<name>.*.tmp`` left in ``folder`` by interrupted ``save_checkpoint`` calls of these ``names``
+    (only ours: other files are never touched). Call it before this run writes checkpoints there."""
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f"{name}.*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -28,31 +28,44 @@ def setup_logging(output_dir: str | Path | None = None, rank: int = 0, filename:
 
 
 class MetricWriter:
-    """Appends one row per epoch to ``metrics.csv`` (columns grow as new metrics appear) and to TensorBoard."""
+    """One row per epoch in ``metrics.csv`` (columns grow as new metrics appear) and TensorBoard scalars.
 
-    def __init__(self, output_dir: str | Path, tensorboard: bool = True) -> None:
+    ``resume_epoch``: epochs already completed by the run being continued. Their rows of an existing
+    ``metrics.csv`` are kept and later ones dropped (they belong to epochs that will run again), and
+    TensorBoard events from step ``resume_epoch + 1`` on are purged. 0 (a new run) starts an empty table.
+    The CSV is rewritten through ``metrics.tmp`` and a rename, so it is never half-written; a ``metrics.tmp``
+    left by a killed process is removed here.
+    """
+
+    def __init__(self, output_dir: str | Path, tensorboard: bool = True, resume_epoch: int = 0) -> None:
         self.path = Path(output_dir) / "metrics.csv"
+        self.tmp = self.path.with_suffix(".tmp")
+        self.tmp.unlink(missing_ok=True)
         self.rows: list[dict[str, Any]] = []
-        if self.path.is_file():  # resumed run: keep the history
+        if resume_epoch > 0 and self.path.is_file():
             with self.path.open() as f:
-                self.rows = list(csv.DictReader(f))
+                self.rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= resume_epoch]
         self.tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+                self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"),
+                                        purge_step=resume_epoch + 1 if resume_epoch > 0 else None)
             except ImportError:  # tensorboard is optional at run time
                 logging.getLogger(__name__).warning("tensorboard is not installed; writing the CSV log only")
 
     def write(self, epoch: int, metrics: dict[str, float]) -> None:
         self.rows = [r for r in self.rows if int(float(r["epoch"])) != epoch] + [{"epoch": epoch, **metrics}]
         columns = ["epoch"] + sorted({k for r in self.rows for k in r if k != "epoch"})
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.path)
+        try:
+            with self.tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+            self.tmp.replace(self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, epoch)
