@@ -1,4 +1,4 @@
-"""Measurements behind ``tools/benchmark.py``: size, MACs, CPU latency, training throughput and memory.
+"""Sections "models" and "dyrelu" of ``tools/benchmark.py``: size, MACs, CPU latency, training throughput, memory.
 
 Every number is also given as a ratio to a ReLU-without-SE model measured in the same run (the
 machine may be shared and noisy: compare ratios, not absolute values). Timings interleave the
@@ -6,7 +6,8 @@ models round by round and report medians.
 
 - Parameters and MACs: ``torch.utils.flop_counter.FlopCounterMode`` on one 3 x H x W crop,
   MACs = FLOPs / 2 (convolutions and matrix products; elementwise work is not counted).
-- CPU latency: eval mode, no grad, fp32, channels_last, ``torch.set_num_threads(threads)``.
+- CPU latency: the PyTorch eager backend (:class:`~keypoints.backends.TorchBackend`: eval mode, no grad,
+  fp32, channels_last) on uint8 crops, ``torch.set_num_threads(threads)``.
 - Training step: forward + MSE loss + backward + Adam step on uint8 images (the model
   normalises), channels_last; bf16 autocast on CUDA, fp32 on the CPU.
 - Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` over one training step (the
@@ -17,8 +18,6 @@ models round by round and report medians.
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,8 +26,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import Config
-from .models import build_model
+from ..backends import ModelInfo, TorchBackend
+from ..config import Config
+from ..constants import FLIP_INDEX
+from ..models import build_model
+from .report import ratio
+from .timing import interleaved_medians, sync
 
 
 @dataclass
@@ -92,37 +95,13 @@ def saved_tensor_bytes(model: nn.Module, batch: int, hw: tuple[int, int]) -> int
     return sum(n for ptr, n in storages.items() if ptr not in params)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_medians(fns: dict[str, Callable[[], None]], repeats: int, warmup: int,
-                        device: torch.device = torch.device("cpu")) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin (the order rotates every round)."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def latency_fn(model: nn.Module, batch: int, hw: tuple[int, int]) -> Callable[[], None]:
-    model = model.eval().to(memory_format=torch.channels_last)
-    images = (torch.rand(batch, 3, *hw) * 255).contiguous(memory_format=torch.channels_last)
-
-    def run() -> None:
-        with torch.no_grad():
-            model(images)
-    return run
+    """One forward pass of ``model`` through the PyTorch eager backend (eval, no grad, channels_last) on
+    ``batch`` random uint8 crops of ``hw`` = (H, W): the "eager" runtime of the inference section."""
+    info = ModelInfo(input_size=(hw[1], hw[0]), heatmap_size=(hw[1] // 4, hw[0] // 4), flip_index=tuple(FLIP_INDEX))
+    backend = TorchBackend(model.eval(), info, "cpu", channels_last=True)
+    images = torch.randint(0, 256, (batch, 3, *hw), dtype=torch.uint8)
+    return lambda: backend(images)
 
 
 def train_step_fn(model: nn.Module, batch: int, hw: tuple[int, int], device: torch.device, iters: int = 1,
@@ -150,18 +129,14 @@ def train_step_fn(model: nn.Module, batch: int, hw: tuple[int, int], device: tor
 def cuda_peak_bytes(step: Callable[[], None], model: nn.Module, device: torch.device) -> int:
     """Peak bytes allocated for ``model``'s training step: its parameters, gradients, Adam state and
     activations. Other resident models (measured earlier in the run) are subtracted."""
-    torch.cuda.synchronize(device)
+    sync(device)
     others = torch.cuda.memory_allocated(device) - sum(p.numel() * p.element_size() for p in model.parameters())
     step()  # creates the gradients and the Adam state
-    torch.cuda.synchronize(device)
+    sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     step()
-    torch.cuda.synchronize(device)
+    sync(device)
     return torch.cuda.max_memory_allocated(device) - others
-
-
-def _ratio(value: float | None, base: float | None) -> float | None:
-    return value / base if value is not None and base else None
 
 
 def measure_models(configs: dict[str, Config], settings: BenchSettings) -> list[dict]:
@@ -197,7 +172,7 @@ def measure_models(configs: dict[str, Config], settings: BenchSettings) -> list[
         row, base = rows[name], rows[twins.get(name, name)]
         row["baseline"] = twins.get(name, name)
         for key in [k for k in row if k not in ("config", "baseline") and not k.endswith("_x")]:
-            row[key + "_x"] = _ratio(row[key], base[key])
+            row[key + "_x"] = ratio(row[key], base[key])
         out.append(row)
     return out
 
@@ -217,7 +192,7 @@ def _measure_training(models: dict[str, tuple[nn.Module, tuple[int, int]]], sett
                                     model.head.final.out_channels)
         if device.type == "cuda":
             rows[name]["peak_mib"] = cuda_peak_bytes(steps[name], model, device) / 2 ** 20
-    for name, sec in interleaved_medians(steps, settings.repeats, settings.warmup, device).items():
+    for name, sec in interleaved_medians(steps, settings.repeats, settings.warmup, device=device).items():
         rows[name]["train_img_s"] = settings.batch_size * settings.train_iters / sec
     return rows
 
@@ -244,29 +219,9 @@ def measure_dyrelu_impls(cfg: Config, settings: BenchSettings) -> list[dict]:
         row = {"implementation": name, **rows[name]}
         base = rows["ReLU (no SE) + torch.compile" if is_compiled else "ReLU (no SE)"]
         ref = rows["DY-ReLU impl=reference + torch.compile" if is_compiled else "DY-ReLU impl=reference"]
-        row["train_img_s_x"] = _ratio(row["train_img_s"], base["train_img_s"])
+        row["train_img_s_x"] = ratio(row["train_img_s"], base["train_img_s"])
         mem = "peak_mib" if "peak_mib" in row else "saved_mib"
-        row[mem + "_x"] = _ratio(row[mem], base[mem])
-        row["speedup_vs_reference"] = _ratio(row["train_img_s"], ref["train_img_s"]) if "DY-ReLU" in name else None
+        row[mem + "_x"] = ratio(row[mem], base[mem])
+        row["speedup_vs_reference"] = ratio(row["train_img_s"], ref["train_img_s"]) if "DY-ReLU" in name else None
         out.append(row)
     return out
-
-
-def format_table(rows: list[dict], columns: list[tuple[str, str, str]], markdown: bool = False) -> str:
-    """``columns``: (key, header, format spec). A cell shows ``row[key]``, followed by ``(row[key + '_x']x)``
-    when the row has that ratio; None prints as '-'."""
-    def cell(row: dict, key: str, spec: str) -> str:
-        value, ratio = row.get(key), row.get(key + "_x")
-        if value is None:
-            return "-"
-        text = value if isinstance(value, str) else format(value, spec)
-        return text if ratio is None else f"{text} ({ratio:.2f}x)"
-
-    cells = [[h for _, h, _ in columns]] + [[cell(row, k, f) for k, _, f in columns] for row in rows]
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in cells]
-        lines.insert(1, "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in cells)
