@@ -52,7 +52,7 @@ quickstart: install
 		--output $(QUICKSTART)/demo --max-images 4 --boxes-from data/synthetic/person_detection_results/detections_val2017.json
 
 benchmark: install
-	$(BIN)/python tools/benchmark.py --markdown
+	$(BIN)/python tools/benchmark.py --markdown --json outputs/benchmark.json
 
 clean:
 	rm -rf $(VENV) outputs data/synthetic .pytest_cache *.egg-info
