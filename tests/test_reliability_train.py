@@ -5,6 +5,7 @@ state (an earlier run, a stray file, ...) and checks that the failed call left i
 """
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import ROOT, load_tool
 from keypoints.utils.cli import run_cli
+from keypoints.utils.logging import MetricWriter
 
 train = load_tool("train")
 
@@ -99,6 +101,22 @@ def test_script_refuses_an_earlier_run_without_traceback(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert _snapshot(tmp_path) == snapshot
+
+
+@pytest.mark.parametrize("resume_epoch, kept", [(0, []), (2, [1, 2])], ids=["new-run", "resume-at-2"])
+def test_metric_writer_never_mixes_runs(resume_epoch: int, kept: list[int], tmp_path: Path) -> None:
+    # metrics.csv of an earlier run with 3 epochs, and the metrics.tmp of a write killed half-way.
+    (tmp_path / "metrics.csv").write_text("epoch,train_loss\n1,0.3\n2,0.2\n3,0.1\n")
+    (tmp_path / "metrics.tmp").write_text("epoch,train_lo")
+    writer = MetricWriter(tmp_path, tensorboard=False, resume_epoch=resume_epoch)
+    assert not (tmp_path / "metrics.tmp").exists()
+    writer.write(resume_epoch + 1, {"train_loss": 0.05})
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # A new run starts an empty table; a resumed one keeps its epochs up to the checkpoint (later rows were of
+    # epochs that run again) and adds the new one.
+    assert [int(r["epoch"]) for r in rows] == kept + [resume_epoch + 1]
+    assert rows[-1]["train_loss"] == "0.05" and not (tmp_path / "metrics.tmp").exists()
 
 
 # run_cli itself: what other tools get too.

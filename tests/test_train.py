@@ -69,6 +69,8 @@ def test_resume_continues_exactly(tmp_path):
         p.write_bytes(b"partial")
     _run(tmp_path / "cut", *opts, epochs=2, resume="last")
     assert not any(p.exists() for p in stale) and (tmp_path / "cut" / "notes.tmp").exists()
+    assert _run(tmp_path / "cut", *opts, epochs=2, resume="last") == {}  # finished: nothing to train, nothing lost
+    assert "nothing to train" in (tmp_path / "cut" / "train.log").read_text()
     full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
     assert len(cut) == 2
     assert cut[0] == pytest.approx(full[0], rel=1e-6)
