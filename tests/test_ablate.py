@@ -1,0 +1,139 @@
+"""tools/ablate.py: a sweep of 2 tiny configs x 2 seeds x 1 epoch, resume/skip logic, table = metrics files."""
+import csv
+import math
+
+import pytest
+import yaml
+
+from keypoints import ablation
+from keypoints.config import load_config
+from keypoints.data.synthetic import make_synthetic_dataset
+from conftest import ROOT, load_tool
+
+ablate = load_tool("ablate")
+
+# Tiny runs: a quarter-width quickstart model, 2 iterations, evaluation after the only epoch.
+TINY = ["model.width_mult=0.25", "data.batch_size=8", "data.workers=0", "train.max_iters_per_epoch=2",
+        "train.warmup_iters=1", "train.log_interval=1", "test.batch_size=16", "aug.photometric=false"]
+
+
+def _sweep_file(tmp_path, runs=("relu", "dyrelu_c")):
+    spec = {"description": "tiny test sweep", "seeds": [0, 1], "epochs": 1, "opts": TINY, "baseline": "relu",
+            "groups": {"activation": list(runs)},
+            "runs": {name: {"config": str(ROOT / "configs/ablations/synthetic" / f"{name}.yaml")} for name in runs}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _main(sweep, out, data, *extra):
+    argv = ["--sweep", str(sweep), "--output-dir", str(out), "--data-root", str(data), "--device", "cpu", *extra]
+    return ablate.main(ablate.get_args_parser().parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_dataset(root, train_images=8, val_images=2, seed=3)
+    return root
+
+
+def _final_row(folder):
+    with open(folder / "metrics.csv") as f:
+        return list(csv.DictReader(f))[-1]
+
+
+def test_sweep_trains_skips_and_reports_the_metrics_files(tmp_path, tiny_data):
+    sweep, out = _sweep_file(tmp_path), tmp_path / "sweep"
+    rows = _main(sweep, out, tiny_data)
+    for name in ("relu", "dyrelu_c"):
+        for seed in (0, 1):
+            folder = out / "runs" / name / f"seed{seed}"
+            assert (folder / "last.pth").is_file() and (out / "logs" / f"{name}_seed{seed}.log").is_file()
+            assert load_config(folder / "config.yaml").train.seed == seed
+    for name in ("summary.md", "summary.png", "results.csv"):
+        assert (out / name).is_file(), name
+
+    # the table's numbers are the runs' final-epoch metrics: mean and sample std over the seeds
+    table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in (out / "summary.md").read_text().splitlines() if line.startswith("| ") and "---" not in line}
+    for row in rows:
+        finals = [_final_row(out / "runs" / row["name"] / f"seed{s}") for s in (0, 1)]
+        assert row["n"] == 2
+        for i, key in enumerate(ablation.METRICS):
+            values = [float(f[key]) for f in finals]
+            mean, std = sum(values) / 2, abs(values[0] - values[1]) / math.sqrt(2)
+            assert row[key] == pytest.approx(mean) and row[key + "_std"] == pytest.approx(std)
+            assert table[row["name"]][1 + i] == f"{mean:.3f} ± {std:.3f}"
+        minutes = sum(float(f["epoch_time_s"]) for f in finals) / 2 / 60
+        assert table[row["name"]][-1] == f"{minutes:.1f}"
+        assert row["params"] == ablation.model_cost(ROOT / "configs/ablations/synthetic" / f"{row['name']}.yaml",
+                                                    TINY)[0]
+    assert table["relu"][4] == "+0.000 ± " + f"{rows[0]['dAP_se']:.3f}"
+    with open(out / "results.csv") as f:
+        per_run = list(csv.DictReader(f))
+    assert len(per_run) == 4 and {r["status"] for r in per_run} == {"done"}
+    for r in per_run:
+        assert float(r["AP"]) == float(_final_row(out / "runs" / r["name"] / f"seed{r['seed']}")["AP"])
+
+    # a second call trains nothing: every run is finished
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/last.pth")}
+    assert "finished, skipped" not in (out / "ablate.log").read_text()
+    _main(sweep, out, tiny_data)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/last.pth")} == stamps
+    assert (out / "ablate.log").read_text().count("finished, skipped") == 4
+
+
+def test_run_state_resume_and_config_mismatch(tmp_path, tiny_data):
+    sweep = ablation.load_sweep(_sweep_file(tmp_path, runs=("relu",)))
+    sweep.seeds = (0,)
+    run, out = sweep.runs[0], tmp_path / "sweep"
+    folder = ablation.run_folder(out, "relu", 0)
+    cfg = load_config(run.config, ablation.run_overrides(sweep, run, 0) + [f"data.root={tiny_data}"])
+    assert ablation.run_state(folder, cfg) == "new"
+    folder.mkdir(parents=True)  # a run that died before its first checkpoint
+    assert ablation.run_state(folder, cfg) == "stale"
+    outcomes = ablation.run_sweep(sweep, out, device="cpu", data_root=str(tiny_data), train_script=ablate.TRAIN_SCRIPT)
+    assert outcomes == {("relu", 0): "trained"} and (folder.parent / "seed0.failed1").is_dir()
+    assert ablation.run_state(folder, cfg) == "done"
+
+    # two epochs asked for: the one-epoch run is resumed, not restarted
+    sweep.epochs = 2
+    cfg2 = load_config(run.config, ablation.run_overrides(sweep, run, 0) + [f"data.root={tiny_data}"])
+    assert ablation.run_state(folder, cfg2) == "partial"
+    outcomes = ablation.run_sweep(sweep, out, device="cpu", data_root=str(tiny_data), train_script=ablate.TRAIN_SCRIPT)
+    assert outcomes == {("relu", 0): "resumed"}
+    assert [int(float(r["epoch"])) for r in csv.DictReader(open(folder / "metrics.csv"))] == [1, 2]
+    assert "--resume" in (out / "logs" / "relu_seed0.log").read_text()
+
+    # another model in the same folder is refused, never mixed into the table
+    other = load_config(run.config, ablation.run_overrides(sweep, run, 0) + [f"data.root={tiny_data}",
+                                                                              "model.head_act=dyrelu_c"])
+    with pytest.raises(ValueError, match="model.head_act"):
+        ablation.run_state(folder, other)
+
+
+def test_sweep_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: {a: {config: missing.yaml}}\n")
+    with pytest.raises(FileNotFoundError, match="config of run 'a' not found"):
+        ablation.load_sweep(bad)
+    bad.write_text("runz: {}\n")
+    with pytest.raises(ValueError, match="unknown key 'runz'"):
+        ablation.load_sweep(bad)
+    sweep = ablation.load_sweep(ROOT / "configs/ablations/sweeps/synthetic_paper.yaml")
+    with pytest.raises(ValueError, match="unknown run 'nope'"):
+        ablation.select_runs(sweep, ["nope"])
+
+
+@pytest.mark.parametrize("sweep", ["synthetic_paper.yaml", "coco_paper.yaml"])
+def test_shipped_sweeps_resolve_to_the_paper_set(sweep):
+    spec = ablation.load_sweep(ROOT / "configs/ablations/sweeps" / sweep)
+    assert len(spec.runs) == 8 and spec.baseline == "relu"
+    acts = set()
+    for run in spec.runs:
+        cfg = load_config(run.config, ablation.run_overrides(spec, run, 0))
+        acts.add((cfg.model.act, cfg.model.head_act, cfg.model.se))
+    assert acts == {("relu", "relu", False), ("original", "original", True), ("dyrelu_a", "dyrelu_a", False),
+                    ("dyrelu_b", "dyrelu_b", False), ("dyrelu_c", "dyrelu_c", False), ("dyrelu_c", "relu", False),
+                    ("relu", "dyrelu_c", False), ("dyrelu_b", "dyrelu_c", False)}
