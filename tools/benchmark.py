@@ -135,11 +135,13 @@ def inference_section(args: argparse.Namespace, results: dict) -> None:
     settings = bi.InferenceSettings(
         runtimes=tuple(r for r in bi.RUNTIMES if r in args.runtimes), threads=args.threads,
         batches=tuple(args.inference_batches or ((1, 2) if args.quick else (1, 8))),
-        rounds=args.repeats or (2 if args.quick else 10), frames=8 if args.quick and args.frames is None
-        else 60 if args.frames is None else args.frames, demo_rounds=args.demo_rounds or (1 if args.quick else 3),
+        rounds=args.repeats or (2 if args.quick else 10), demo_rounds=args.demo_rounds or (1 if args.quick else 3),
+        frames=args.frames if args.frames is not None else (8 if args.quick else 60),
         demo_modes=tuple(args.demo_modes), profile=args.profile)
     pairs = {_short(p): load_config(p, args.opts) for p in args.inference_configs}
     models = bi.model_pairs(pairs)
+    print(f"(inference: starting {len(models)} models on {', '.join(settings.runtimes)}; cold compiles take minutes)",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         started = bi.start_runtimes(models, settings, Path(tmp))
         latency = bi.measure_latency(started, models, settings)

@@ -20,7 +20,8 @@ def load_average() -> tuple[float, float, float]:
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]], markdown: bool = False) -> str:
     """``columns``: (key, header, format spec). A cell shows ``row[key]``, followed by ``(row[key + '_x']x)``
-    when the row has that ratio; None or a missing key prints as '-'; strings print as they are."""
+    when the row has that ratio; None or a missing key prints as '-'; strings print as they are. Text columns
+    (spec "s") are aligned left, numbers right."""
     def cell(row: dict, key: str, spec: str) -> str:
         value, factor = row.get(key), row.get(key + "_x")
         if value is None:
@@ -29,10 +30,11 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]], markdown
         return text if factor is None else f"{text} ({factor:.2f}x)"
 
     cells = [[h for _, h, _ in columns]] + [[cell(row, k, f) for k, _, f in columns] for row in rows]
+    text = [spec == "s" for _, _, spec in columns]
     if markdown:
         lines = ["| " + " | ".join(r) + " |" for r in cells]
-        lines.insert(1, "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
+        lines.insert(1, "|" + "|".join("---" if t else "---:" for t in text) + "|")
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join("  ".join(c.ljust(w) if t else c.rjust(w) for c, w, t in zip(r, widths, text)).rstrip()
                      for r in cells)
