@@ -3,6 +3,11 @@
 ``from keypoints import PoseEstimator`` is the Python API (:mod:`keypoints.predictor`); it is imported on first
 use so that ``import keypoints`` stays cheap (no torch, no OpenCV).
 """
+import os
+
+# albumentations (imported by keypoints.data) asks the internet for a newer version at import unless told not to.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 __version__ = "0.1.0"
 
 __all__ = ["PoseEstimator", "PoseResult", "Prediction", "__version__"]

@@ -25,7 +25,6 @@ DETECTORS = {
     "fasterrcnn_mobilenet_v3_large_fpn": "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth",
 }
 COCO_PERSON_LABEL = 1  # torchvision detection models use the 91-entry COCO category list
-BOX_MODES = ("given", "detector", "tracked", "full-frame")
 
 
 def hub_weights(name: str) -> Path | None:

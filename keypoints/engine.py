@@ -2,7 +2,8 @@
 
 Batches are the dicts of :class:`keypoints.data.CocoKeypointDataset`: uint8 RGB crops (the model
 normalises), Gaussian target heatmaps, target weights, and the crop ``center``/``scale`` for
-back-projection. Nothing here reads a config: the caller passes explicit arguments.
+back-projection. The test-time forward (flip test, decoding) is :mod:`keypoints.inference`'s; ``evaluate``
+only feeds it the validation batches. Nothing here reads a config: the caller passes explicit arguments.
 """
 from __future__ import annotations
 
@@ -11,16 +12,15 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .codec import HeatmapCodec
-from .constants import FLIP_INDEX
 from .evaluation import CocoKeypointEvaluator
-from .postprocess import decode_to_image, flip_back, flip_images, instance_areas
+from .inference import TopDownInference
+from .postprocess import instance_areas
 from .utils.distributed import all_reduce_mean, is_main_process
 
 logger = logging.getLogger(__name__)
@@ -107,52 +107,26 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             "samples_per_s": seen / elapsed, "data_wait": data_time / elapsed, "epoch_time_s": elapsed}
 
 
-def _forward_with_flip(model: nn.Module, images: torch.Tensor, flip: bool, flip_index: Sequence[int],
-                       shift_heatmap: bool, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(plain heatmaps, flip-averaged heatmaps), float32; the flipped crops share the forward pass."""
-    batch = torch.cat([images, flip_images(images)]) if flip else images
-    with autocast(images.device, amp_dtype):
-        heatmaps = model(batch).float()
-    if not flip:
-        return heatmaps, heatmaps
-    n = images.shape[0]
-    plain = heatmaps[:n]
-    return plain, 0.5 * (plain + flip_back(heatmaps[n:], flip_index, shift=shift_heatmap))
-
-
 @torch.no_grad()
-def predict_heatmaps(model: nn.Module, images: torch.Tensor, *, flip: bool = True,
-                     flip_index: Sequence[int] = FLIP_INDEX, shift_heatmap: bool = True,
-                     amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Heatmaps ``(B, K, h, w)`` float32 for crops ``(B, 3, H, W)``; with ``flip`` the flipped crops run in the same
-    forward pass and their flipped-back heatmaps are averaged in (SPEC section 6)."""
-    return _forward_with_flip(model, images, flip, flip_index, shift_heatmap, amp_dtype)[1]
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, codec: HeatmapCodec, evaluator: CocoKeypointEvaluator, *,
-             device: torch.device, flip: bool = True, shift_heatmap: bool = True, refine: str = "standard",
-             flip_index: Sequence[int] = FLIP_INDEX, amp_dtype: torch.dtype | None = None, channels_last: bool = True,
+def evaluate(inference: TopDownInference, loader: Iterable, evaluator: CocoKeypointEvaluator, *,
              loss_fn: Callable[..., torch.Tensor] | None = None, progress: bool = True) -> dict[str, float]:
-    """Predict every instance of ``loader``, then COCO keypoint AP from ``evaluator`` (all ranks call this; rank 0
+    """Predict every instance of ``loader`` through ``inference`` (crops of the validation dataset, the backend's
+    forward with the flip test, decoding), then COCO keypoint AP from ``evaluator`` (all ranks call this; rank 0
     gets the metrics). With ``loss_fn`` the validation loss on the unflipped heatmaps is added as ``val_loss``."""
-    model.eval()
     evaluator.reset()
+    device = inference.backend.device
     loss_sum = torch.zeros((), device=device)
     batches = 0
     start = time.perf_counter()
     for batch in _progress(loader, len(loader), "eval", progress and is_main_process()):
-        images = to_device(batch["image"], device, channels_last)
-        plain, heatmaps = _forward_with_flip(model, images, flip, flip_index, shift_heatmap, amp_dtype)
+        keypoints, plain = inference.predict_crops(batch["image"], batch["center"], batch["scale"])
         if loss_fn is not None:
             loss_sum += loss_fn(plain, batch["heatmaps"].to(device), batch["target_weight"].to(device))
             batches += 1
-        keypoints = decode_to_image(heatmaps, codec, batch["center"], batch["scale"], refine=refine)
         evaluator.process(batch["image_id"], keypoints, batch["box_score"], instance_areas(batch["scale"]),
                           instance_ids=batch["index"])
     metrics = evaluator.evaluate()
     if loss_fn is not None and batches:
-        val_loss = all_reduce_mean(loss_sum / batches).item()
-        metrics["val_loss"] = val_loss
+        metrics["val_loss"] = all_reduce_mean(loss_sum / batches).item()
     metrics["eval_time_s"] = time.perf_counter() - start
     return metrics

@@ -4,7 +4,7 @@
                                       output_dir="outputs/run", box_source="ground-truth boxes")
     evaluator.reset()
     for batch in loader:
-        ...  # forward, flip test, postprocess.decode_to_image
+        ...  # keypoints.inference: crop, forward with the flip test, decode to image pixels
         evaluator.process(image_ids, keypoints, box_scores, areas)
     metrics = evaluator.evaluate()  # {"AP": ..., "AP50": ..., ..., "ARl": ..., "num_instances": ...}
 
@@ -24,10 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from .constants import COCO_STAT_NAMES, OKS_SIGMAS, PERSON_CATEGORY_ID
-from .postprocess import nms_per_image, rescore
+from .postprocess import select_instances
+from .coco_files import load_coco
+from .utils.distributed import all_gather_object, get_rank, is_distributed
 from .utils.io import read_json
 
 __all__ = ["CocoKeypointEvaluator", "evaluate_results_file", "evaluate_results", "validate_results",
@@ -39,13 +40,8 @@ _REQUIRED_FIELDS = ("image_id", "category_id", "keypoints", "score")
 
 
 def _load_coco(ann_file: str | Path):
-    from pycocotools.coco import COCO
-
-    path = Path(ann_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {path}; pass the path to "
-                                "annotations/person_keypoints_val2017.json (see data.root and data.val_ann)")
-    return COCO(str(path))
+    return load_coco(ann_file, hint="pass the path to annotations/person_keypoints_val2017.json (see data.root and "
+                                    "data.val_ann)")
 
 
 def _to_numpy(x: Any, dtype: Any) -> np.ndarray:
@@ -153,8 +149,8 @@ def predictions_to_results(image_ids: np.ndarray, keypoints: np.ndarray, box_sco
     soft NMS, whose decayed scores only decide which (at most 20 per image) are kept, as in mmpose and HRNet.
     """
     keypoints = np.asarray(keypoints)
-    scores = rescore(np.asarray(box_scores), keypoints[..., 2], thr=kpt_score_thr)
-    keep = nms_per_image(image_ids, keypoints, scores, areas, thr=oks_nms_thr, soft=soft_nms, sigmas=sigmas)
+    keep, scores = select_instances(image_ids, keypoints, box_scores, areas, kpt_score_thr=kpt_score_thr,
+                                    oks_nms_thr=oks_nms_thr, soft=soft_nms, sigmas=sigmas)
     return [{"image_id": int(image_ids[i]), "category_id": PERSON_CATEGORY_ID,
              "keypoints": [float(v) for v in keypoints[i].reshape(-1)], "score": float(scores[i])} for i in keep]
 
@@ -252,11 +248,10 @@ class CocoKeypointEvaluator:
     def _gather(self) -> dict[str, np.ndarray] | None:
         """All ranks' predictions on rank 0 (``None`` on other ranks, or when nothing was processed anywhere)."""
         local = self._local_predictions()
-        if not (dist.is_available() and dist.is_initialized()):
+        if not is_distributed():
             return _unique_instances(local)
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local)
-        if dist.get_rank() != 0:
+        gathered = all_gather_object(local)
+        if get_rank() != 0:
             return None
         parts = [p for p in gathered if p is not None]
         if not parts:
@@ -264,6 +259,17 @@ class CocoKeypointEvaluator:
         if len({tuple(sorted(p)) for p in parts}) != 1:
             raise ValueError("pass instance_ids to process() on every rank or on none")
         return _unique_instances({key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """The processed predictions before rescoring and NMS (all ranks' on rank 0): ``image_ids (N,)``,
+        ``keypoints (N, K, 3)``, ``box_scores (N,)``, ``areas (N,)`` and ``instance_ids (N,)`` when given, ordered
+        by instance id; empty arrays when nothing was processed."""
+        preds = self._gather()
+        if preds is None:
+            k = len(self.sigmas)
+            return {"image_ids": np.zeros(0, np.int64), "keypoints": np.zeros((0, k, 3), np.float32),
+                    "box_scores": np.zeros(0, np.float32), "areas": np.zeros(0, np.float32)}
+        return preds
 
     def evaluate(self) -> dict[str, float]:
         """Gather, rescore, OKS-NMS, write the results JSON and run COCOeval (rank 0; other ranks return ``{}``).
@@ -273,7 +279,7 @@ class CocoKeypointEvaluator:
         and a warning.
         """
         preds = self._gather()
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if is_distributed() and get_rank() != 0:
             return {}
         results = [] if preds is None else predictions_to_results(
             preds["image_ids"], preds["keypoints"], preds["box_scores"], preds["areas"],

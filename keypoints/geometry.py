@@ -52,6 +52,22 @@ def get_affine_transform(center: np.ndarray, scale: np.ndarray, rotation: float,
     return cv2.getAffineTransform(dst, src) if inverse else cv2.getAffineTransform(src, dst)
 
 
+def warp_crop(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int], *, bgr_to_rgb: bool = True,
+              dst: np.ndarray | None = None) -> np.ndarray:
+    """The one crop warp of the project: ``image`` ``(H, W, 3)`` uint8 through the 2x3 ``matrix`` into an
+    ``output_size`` (width, height) crop, linear interpolation, constant 0 border (SPEC section 4), and with
+    ``bgr_to_rgb`` the channel order swapped on the small crop (exact). ``dst`` ``(h, w, 3)`` receives the result
+    when given (e.g. a row of a batch). Training (random matrices), validation and the API all crop through here."""
+    out = cv2.warpAffine(image, matrix, tuple(int(v) for v in output_size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    if bgr_to_rgb:
+        out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+    if dst is None:
+        return out
+    dst[...] = out
+    return dst
+
+
 def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine matrix to points ``[..., 2]``."""
     points = np.asarray(points, dtype=np.float64)

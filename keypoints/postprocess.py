@@ -1,9 +1,9 @@
-"""Test-time post-processing: flip test, decoding to image pixels, instance rescoring and OKS-NMS.
+"""Post-processing of decoded poses: instance rescoring and OKS-NMS (the selection policy shared by evaluation and
+the Python API; cropping, the flip test and decoding are in :mod:`keypoints.inference`).
 
-Conventions: heatmaps are ``(B, K, H, W)``; keypoint arrays are ``(N, K, 3)`` holding ``(x, y, score)`` in image
-pixels (pixel centres at integer coordinates); crops are described by ``center`` and ``scale`` ``(B, 2)`` in image
-pixels as in :mod:`keypoints.geometry`. Flip, decode and rescoring are batched torch on the tensors' device; NMS is
-per image and small, so it runs in numpy on the CPU (the OKS matrix itself is vectorised).
+Conventions: keypoint arrays are ``(N, K, 3)`` holding ``(x, y, score)`` in image pixels; crops are described by
+``center`` and ``scale`` ``(N, 2)`` in image pixels as in :mod:`keypoints.geometry`. Rescoring is batched torch or
+numpy; NMS is per image and small, so it runs in numpy on the CPU (the OKS matrix itself is vectorised).
 
 The semantics follow the reference top-down recipe (SimpleBaseline/HRNet ``lib/nms/nms.py`` and
 ``lib/dataset/coco.py``, mmpose ``evaluation/functional/nms.py``):
@@ -20,67 +20,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .codec import HeatmapCodec
 from .constants import OKS_SIGMAS
-from .geometry import crop_to_image
 
-__all__ = ["flip_images", "flip_back", "decode_to_image", "rescore", "instance_areas", "oks_matrix", "oks_nms",
-           "soft_oks_nms", "nms_per_image"]
+__all__ = ["rescore", "instance_areas", "oks_matrix", "oks_nms", "soft_oks_nms", "nms_per_image", "select_instances"]
 
 
-# ----------------------------------------------------------------------------- flip test
-
-
-def flip_images(images: torch.Tensor) -> torch.Tensor:
-    """Horizontal flip of a batch ``(B, C, H, W)`` (input pixel x -> W - 1 - x)."""
-    if images.dim() != 4:
-        raise ValueError(f"flip_images expects a (B, C, H, W) batch, got shape {tuple(images.shape)}")
-    return images.flip(-1)
-
-
-def flip_back(heatmaps_flipped: torch.Tensor, flip_index: Sequence[int], shift: bool = True) -> torch.Tensor:
-    """Heatmaps ``(B, K, H, W)`` predicted on flipped crops -> heatmaps in the unflipped frame.
-
-    Flips the maps horizontally and swaps the left/right channels (output channel ``k`` reads input channel
-    ``flip_index[k]``). With ``shift`` (the standard, non-UDP correction) every column moves one cell to the right and
-    column 0 keeps its value, exactly as HRNet's ``out[:, :, :, 1:] = out.clone()[:, :, :, 0:-1]``: mirroring the
-    input maps pixel x to W_in - 1 - x, while mirroring the heatmap maps cell u to W_hm - 1 - u, which lands
-    ``stride - 1`` input pixels (about one cell) too far left. Do not shift with UDP encoding. The caller averages the
-    result with the unflipped heatmaps.
-    """
-    if heatmaps_flipped.dim() != 4:
-        raise ValueError(f"flip_back expects heatmaps (B, K, H, W), got shape {tuple(heatmaps_flipped.shape)}")
-    k = heatmaps_flipped.shape[1]
-    if len(flip_index) != k:
-        raise ValueError(f"flip_index has {len(flip_index)} entries but the heatmaps have {k} channels; "
-                         "pass the flip index of the model's keypoints")
-    index = torch.as_tensor(list(flip_index), dtype=torch.long, device=heatmaps_flipped.device)
-    swapped = heatmaps_flipped.index_select(1, index)
-    if not shift:
-        return swapped.flip(-1)
-    # Flip then shift right in one copy: column 0 is the flipped map's column 0 (input column W - 1), and
-    # column j >= 1 is the flipped map's column j - 1, i.e. input column W - j.
-    return torch.cat([swapped[..., -1:], swapped[..., 1:].flip(-1)], dim=-1)
-
-
-# ----------------------------------------------------------------------------- decoding and rescoring
-
-
-def decode_to_image(heatmaps: torch.Tensor, codec: HeatmapCodec, center: torch.Tensor | np.ndarray,
-                    scale: torch.Tensor | np.ndarray, refine: str = "standard") -> torch.Tensor:
-    """Heatmaps ``(B, K, H, W)`` -> keypoints ``(B, K, 3)`` = (x, y) in image pixels and the heatmap maximum.
-
-    ``center`` and ``scale`` ``(B, 2)`` describe each crop in image pixels (no rotation at test time); ``refine`` is
-    one of :data:`keypoints.codec.REFINEMENTS`. Runs on the heatmaps' device, float32.
-    """
-    coords, scores = codec.decode(heatmaps, refine=refine)
-    center = torch.as_tensor(center, dtype=coords.dtype, device=coords.device).reshape(-1, 2)
-    scale = torch.as_tensor(scale, dtype=coords.dtype, device=coords.device).reshape(-1, 2)
-    if center.shape[0] != coords.shape[0] or scale.shape[0] != coords.shape[0]:
-        raise ValueError(f"center {tuple(center.shape)} and scale {tuple(scale.shape)} must hold one (x, y) row per "
-                         f"heatmap batch entry ({coords.shape[0]})")
-    image_xy = crop_to_image(coords, center, scale, codec.input_size)
-    return torch.cat([image_xy, scores.unsqueeze(-1)], dim=-1)
+# ----------------------------------------------------------------------------- rescoring
 
 
 def rescore(box_scores: torch.Tensor | np.ndarray, keypoint_scores: torch.Tensor | np.ndarray,
@@ -224,3 +169,23 @@ def nms_per_image(image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarr
             local = oks_nms(keypoints[group], scores[group], areas[group], thr=thr, sigmas=sigmas, vis_thr=vis_thr)
         kept.append(group[local])
     return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, dtype=np.int64)
+
+
+def select_instances(image_ids: np.ndarray, keypoints: np.ndarray, box_scores: np.ndarray, areas: np.ndarray, *,
+                     kpt_score_thr: float = 0.2, oks_nms_thr: float | None = 0.9, soft: bool = False,
+                     sigmas: Sequence[float] = OKS_SIGMAS) -> tuple[np.ndarray, np.ndarray]:
+    """The instance policy of the test-time path (SPEC section 7), shared by evaluation and the Python API.
+
+    Rescores every instance (box score ``(N,)`` x mean keypoint score above ``kpt_score_thr`` of ``keypoints``
+    ``(N, K, 3)``) and runs (soft) OKS-NMS per image (``image_ids (N,)``, ``areas (N,)``); ``oks_nms_thr=None``
+    keeps every instance, best score first per image. Returns (kept indices ``(n,)`` int64, grouped by ascending
+    image id and in NMS order within an image; rescored instance scores ``(N,)`` of all instances).
+    """
+    keypoints = np.asarray(keypoints)
+    scores = rescore(np.asarray(box_scores), keypoints[..., 2], thr=kpt_score_thr)
+    if oks_nms_thr is None:
+        image_ids = np.asarray(image_ids).reshape(-1)
+        order = np.lexsort((-scores, image_ids))  # by image, then best score first (stable on ties)
+        return order.astype(np.int64), scores
+    keep = nms_per_image(image_ids, keypoints, scores, areas, thr=oks_nms_thr, soft=soft, sigmas=sigmas)
+    return keep, scores

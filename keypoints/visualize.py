@@ -61,6 +61,18 @@ def draw_text(image: np.ndarray, text: str, origin: tuple[int, int] = (8, 20)) -
     return image
 
 
+def draw_prediction(image: np.ndarray, prediction, kpt_thr: float = 0.3, fps: float | None = None,
+                    show_boxes: bool = True) -> np.ndarray:
+    """Skeletons (COCO colours) of a :class:`~keypoints.predictor.Prediction` on ``image`` in place, and a line
+    with the FPS, the box mode and the number of people."""
+    for person in prediction.people:
+        draw_pose(image, person.keypoints, kpt_thr=kpt_thr, box=person.box if show_boxes else None,
+                  label=f"{person.score:.2f}" if show_boxes else None)
+    parts = [f"{fps:.1f} FPS"] if fps is not None else []
+    parts += [f"boxes: {prediction.box_mode}", f"{len(prediction.people)} people"]
+    return draw_text(image, " | ".join(parts))
+
+
 def plot_training_curves(csv_path: str | Path, png_path: str | Path) -> Path | None:
     """One PNG with loss, learning rate and (when present) validation AP against the epoch."""
     import matplotlib

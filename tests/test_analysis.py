@@ -4,7 +4,7 @@ import csv
 import pytest
 import torch
 
-from keypoints.analysis import collect_dyrelu_stats
+from keypoints.dyrelu_inspection import collect_dyrelu_stats
 from keypoints.config import ModelConfig
 from keypoints.models import build_model
 from conftest import COCO_MINI, ROOT, load_tool

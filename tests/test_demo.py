@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from keypoints.video import count_frames, open_source, write_synthetic_video
+from keypoints.data.synthetic import write_synthetic_video
+from keypoints.media import count_frames, open_source
 from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]

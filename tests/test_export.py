@@ -1,8 +1,8 @@
-"""ONNX export: parity with PyTorch within 1e-4 (float32) on real person crops, dynamic and fixed batch, uint8
-input, the config in the metadata, and PoseEstimator(backend="onnxruntime") agreeing with the torch backend."""
+"""ONNX export: COCO AP parity with the checkpoint on real coco_mini val through tools/export.py and tools/test.py,
+heatmaps within 1e-4 (float32) on real person crops, dynamic and fixed batch, uint8 input, the model metadata in the
+file, PoseEstimator on the ONNX Runtime backend agreeing with the torch backend, and no file left by a failed check."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,17 +11,26 @@ import pytest
 import torch
 from torch import nn
 
+from keypoints.backends import CONFIG_KEY, ModelInfo
+from keypoints.backends.onnx import OnnxBackend, export_onnx
 from keypoints.config import config_to_dict, load_config
+from keypoints.inference import crop_boxes
 from keypoints.models import build_model, load_pose_model
-from keypoints.onnx_backend import CONFIG_KEY, OnnxPoseSession, export_onnx, max_abs_diff
 from keypoints.predictor import PoseEstimator
-from keypoints.video import read_image
+from keypoints.utils.io import read_image
+from conftest import COCO_MINI, load_tool
 
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("export_cli", ROOT / "tools" / "export.py")
-export_cli = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(export_cli)
+export_cli = load_tool("export")
+test_cli = load_tool("test")
+
+
+def max_abs_diff(model: nn.Module, backend: OnnxBackend, crops: torch.Tensor) -> float:
+    """Largest absolute heatmap difference between PyTorch (float32, eval) and ONNX Runtime on ``crops``."""
+    with torch.no_grad():
+        reference = model.eval()(crops.float())
+    return float((backend(crops) - reference).abs().max())
 
 
 def coco_mini_people(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -56,21 +65,19 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     checkpoint = folder / "quick.pth"
     torch.save({"model": trained_like(build_model(cfg.model)).state_dict(), "config": config_to_dict(cfg)}, checkpoint)
     args = export_cli.get_args_parser().parse_args([
-        "--checkpoint", str(checkpoint), "--output", str(folder / "quick.onnx"), "--check-crops", "4",
-        "--timing-runs", "0"])
+        "--checkpoint", str(checkpoint), "--output", str(folder / "quick.onnx"), "--timing-runs", "0"])
     result = export_cli.main(args)
-    assert result["max_abs_diff"] <= 1e-4 and result["crops"] == 4
+    assert result["instances"] == 40 and result["ap_delta"] <= 0.002 and result["max_keypoint_diff_px"] < 0.5
     return checkpoint, folder / "quick.onnx"
 
 
 def test_parity_on_real_crops_dynamic_batch(exported):
     checkpoint, onnx_path = exported
     model, cfg = load_pose_model(str(checkpoint))
-    session = OnnxPoseSession(onnx_path, threads=2)
+    session = OnnxBackend(onnx_path, threads=2)
     assert session.batch is None and session.input_dtype == np.float32
-    estimator = PoseEstimator.from_config(model, cfg)
     image, boxes = coco_mini_people(1)[0]
-    crops = estimator.crop_boxes(image, boxes[:3])[0]
+    crops = crop_boxes(image, boxes[:3], cfg.data.input_size)[0]
     with torch.no_grad():
         reference = model(crops)
     assert reference.abs().max() > 0.1  # the comparison is not between two near-zero maps
@@ -81,11 +88,13 @@ def test_parity_on_real_crops_dynamic_batch(exported):
 
 def test_metadata_and_onnxruntime_backend(exported):
     checkpoint, onnx_path = exported
-    assert CONFIG_KEY in OnnxPoseSession(onnx_path).metadata
+    backend = OnnxBackend(onnx_path)
+    model, cfg = load_pose_model(str(checkpoint))
+    assert CONFIG_KEY in backend.metadata and backend.info == ModelInfo.from_config(cfg)
     torch_est = PoseEstimator.from_checkpoint(checkpoint, device="cpu", flip=True)
-    for ort_est in (PoseEstimator.from_checkpoint(onnx_path, backend="onnxruntime", flip=True),
+    for ort_est in (PoseEstimator.from_checkpoint(onnx_path, flip=True),  # auto: by the suffix
                     PoseEstimator.from_checkpoint(checkpoint, backend="onnxruntime", flip=True)):  # finds quick.onnx
-        assert ort_est.backend == "onnxruntime"
+        assert ort_est.backend.name == "onnxruntime"
         image, boxes = coco_mini_people(2)[1]
         a, b = torch_est(image, boxes=boxes), ort_est(image, boxes=boxes)
         np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
@@ -96,18 +105,48 @@ def test_metadata_and_onnxruntime_backend(exported):
 def test_fixed_batch_uint8_input(exported, tmp_path):
     checkpoint, _ = exported
     model, cfg = load_pose_model(str(checkpoint))
-    path = export_onnx(model, tmp_path / "b1.onnx", input_size=cfg.data.input_size, batch=1, input_dtype="uint8")
-    session = OnnxPoseSession(path, threads=1)
+    info = ModelInfo.from_config(cfg)
+    path = export_onnx(model, tmp_path / "b1.onnx", info=info, batch=1, input_dtype="uint8")
+    session = OnnxBackend(path, threads=1)
     assert session.batch == 1 and session.input_dtype == np.uint8
-    crops = PoseEstimator.from_config(model, cfg).crop_boxes(*coco_mini_people(1)[0])[0][:2]
+    crops = crop_boxes(*coco_mini_people(1)[0], cfg.data.input_size)[0][:2]
     assert max_abs_diff(model, session, crops) <= 1e-4  # two crops run as two batches of one
     with pytest.raises(ValueError, match="batch"):
-        export_onnx(model, tmp_path / "x.onnx", input_size=cfg.data.input_size, batch="many")
+        export_onnx(model, tmp_path / "x.onnx", info=info, batch="many")
+
+
+def test_test_tool_scores_the_export_like_its_checkpoint(exported, tmp_path):
+    """tools/test.py on the .onnx file and on its checkpoint: the same crops, decoding, rescoring and NMS, so the
+    same COCO AP (within 0.002) and near-identical keypoints in the results files."""
+    checkpoint, onnx_path = exported
+    metrics = {}
+    for name, model in (("torch", checkpoint), ("onnx", onnx_path)):
+        metrics[name] = test_cli.main(test_cli.get_args_parser().parse_args([
+            "--checkpoint", str(model), "--data-root", str(COCO_MINI), "--device", "cpu", "--threads", "2",
+            "--out", str(tmp_path / f"{name}.json"), "--metrics-json", str(tmp_path / f"{name}_m.json"),
+            "--opts", "data.workers=0"]))
+    assert metrics["torch"]["num_predictions"] == metrics["onnx"]["num_predictions"] == 40
+    for stat in ("AP", "AP50", "AR"):
+        assert abs(metrics["torch"][stat] - metrics["onnx"][stat]) <= 0.002, stat
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("torch", "onnx"))
+    assert [r["image_id"] for r in a] == [r["image_id"] for r in b]
+    np.testing.assert_allclose(np.array([r["keypoints"] for r in a]), np.array([r["keypoints"] for r in b]),
+                               atol=0.05)
+    assert json.loads((tmp_path / "onnx_m.json").read_text())["backend"] == "onnxruntime"
+
+
+def test_failed_parity_check_leaves_no_file(exported, tmp_path):
+    checkpoint, _ = exported
+    out = tmp_path / "strict.onnx"
+    with pytest.raises(ValueError, match="was removed"):
+        export_cli.main(export_cli.get_args_parser().parse_args([
+            "--checkpoint", str(checkpoint), "--output", str(out), "--timing-runs", "0", "--ap-tolerance", "-1"]))
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
 def test_bad_onnx_file(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"nothing")
     with pytest.raises(ValueError, match="export it again"):
-        OnnxPoseSession(tmp_path / "bad.onnx")
+        OnnxBackend(tmp_path / "bad.onnx")
     with pytest.raises(FileNotFoundError, match="tools/export.py"):
-        OnnxPoseSession(tmp_path / "missing.onnx")
+        OnnxBackend(tmp_path / "missing.onnx")

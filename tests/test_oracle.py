@@ -8,7 +8,8 @@ from keypoints.config import load_config
 from keypoints.constants import FLIP_INDEX
 from keypoints.data import build_codec, build_dataloader, build_dataset
 from keypoints.evaluation import CocoKeypointEvaluator
-from keypoints.postprocess import decode_to_image, flip_back, instance_areas
+from keypoints.inference import decode_to_image, flip_back
+from keypoints.postprocess import instance_areas
 from conftest import COCO_MINI
 
 

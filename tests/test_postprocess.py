@@ -1,135 +1,15 @@
-"""Post-processing: flip test, decoding to image pixels, rescoring, OKS and (soft) OKS-NMS against plain references."""
+"""Post-processing: rescoring, OKS and (soft) OKS-NMS against plain references, and the shared instance policy."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from keypoints.codec import HeatmapCodec
 from keypoints.constants import FLIP_INDEX, OKS_SIGMAS
-from keypoints.geometry import affine_points, get_affine_transform
-from keypoints.postprocess import (decode_to_image, flip_back, flip_images, instance_areas, nms_per_image,
-                                   oks_matrix, oks_nms, rescore, soft_oks_nms)
+from keypoints.postprocess import (instance_areas, nms_per_image, oks_matrix, oks_nms, rescore, select_instances,
+                                   soft_oks_nms)
 
 K = len(FLIP_INDEX)
-
-
-# ----------------------------------------------------------------------------- flip test
-
-
-def test_flip_images_mirrors_x():
-    img = torch.zeros(1, 3, 8, 10)
-    img[0, :, 5, 2] = 1.0
-    out = flip_images(img)
-    assert out[0, 0].nonzero().tolist() == [[5, 10 - 1 - 2]]
-
-
-def test_flip_back_swaps_channels_and_mirrors():
-    hm = torch.rand(2, K, 16, 12)
-    out = flip_back(hm, FLIP_INDEX, shift=False)
-    for k in range(K):
-        assert torch.equal(out[:, k], hm[:, FLIP_INDEX[k]].flip(-1))
-    assert torch.equal(flip_back(out, FLIP_INDEX, shift=False), hm)  # an involution without the shift
-
-
-def test_flip_back_shift_is_exactly_one_column():
-    hm = torch.rand(2, K, 16, 12)
-    plain = flip_back(hm, FLIP_INDEX, shift=False)
-    shifted = flip_back(hm, FLIP_INDEX, shift=True)
-    assert torch.equal(shifted[..., 1:], plain[..., :-1])
-    assert torch.equal(shifted[..., 0], plain[..., 0])  # HRNet leaves column 0 as it was
-    # HRNet's in-place formulation gives the same tensor.
-    ref = plain.clone()
-    ref[:, :, :, 1:] = ref.clone()[:, :, :, 0:-1]
-    assert torch.equal(shifted, ref)
-
-
-def test_flip_back_puts_blob_at_mirrored_place():
-    """A crop with a Gaussian at x, flipped (x' = W - 1 - x, left/right names swapped) and encoded, comes back to
-    the original cell after flip_back with the shift (one column left of it without)."""
-    codec = HeatmapCodec(input_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
-    w_in = codec.input_size[0]
-    rng = np.random.default_rng(0)
-    cells = np.stack([rng.integers(4, 44, K), rng.integers(4, 60, K)], axis=1)
-    kpts = cells * 4.0  # on heatmap cells, in input pixels
-    vis = np.ones(K)
-    flipped = kpts.copy()
-    flipped[:, 0] = w_in - 1 - flipped[:, 0]
-    flipped = flipped[list(FLIP_INDEX)]  # the flipped crop's left_eye is the original right_eye, ...
-    hm_flipped, _ = codec.encode(flipped, vis)
-    hm_flipped = torch.from_numpy(hm_flipped)[None]
-    for shift, expected in ((True, cells), (False, cells - [1, 0])):
-        back = flip_back(hm_flipped, FLIP_INDEX, shift=shift)
-        coords, _ = codec.decode_cells(back, refine="none")
-        assert coords[0].numpy().tolist() == expected.astype(float).tolist()
-
-
-def test_flip_back_rejects_wrong_flip_index():
-    with pytest.raises(ValueError, match="flip_index"):
-        flip_back(torch.zeros(1, 5, 4, 4), FLIP_INDEX)
-
-
-# ----------------------------------------------------------------------------- decoding to image pixels
-
-
-def _random_crops(rng, n):
-    center = rng.uniform(100, 500, size=(n, 2)).astype(np.float32)
-    width = rng.uniform(60, 300, size=n)
-    scale = np.stack([width, width / 0.75], axis=1).astype(np.float32)
-    return center, scale
-
-
-@pytest.mark.parametrize("refine", ["none", "standard", "dark"])
-def test_decode_to_image_round_trip_on_cells(refine):
-    """Keypoints placed on heatmap cells of the crop come back to their image position within one input pixel.
-
-    Cells stay 3 sigma from the border: there DARK's reflect-padded blur pulls the peak outwards (by up to 1.3 cells at
-    cell 2), as in mmpose."""
-    codec = HeatmapCodec(input_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
-    rng = np.random.default_rng(1)
-    center, scale = _random_crops(rng, 4)
-    heatmaps, truth = [], []
-    for c, s in zip(center, scale):
-        cells = np.stack([rng.integers(6, 42, K), rng.integers(6, 58, K)], axis=1)
-        crop_xy = cells * np.asarray(codec.stride)
-        inverse = get_affine_transform(c, s, 0.0, codec.input_size, inverse=True)
-        image_xy = affine_points(crop_xy, inverse)
-        # Forward through the dataset's warp, then the codec, as the training pipeline does.
-        forward = get_affine_transform(c, s, 0.0, codec.input_size)
-        hm, weight = codec.encode(affine_points(image_xy, forward), np.ones(K))
-        assert weight.all()
-        heatmaps.append(hm)
-        truth.append(image_xy)
-    out = decode_to_image(torch.from_numpy(np.stack(heatmaps)), codec, torch.from_numpy(center),
-                          torch.from_numpy(scale), refine=refine)
-    assert out.shape == (4, K, 3)
-    px = torch.from_numpy(scale / np.asarray(codec.input_size, dtype=np.float32))[:, None, :]  # image px per input px
-    err = (out[..., :2] - torch.from_numpy(np.stack(truth))).abs()
-    assert (err <= 1.0 * px).all(), err.max()
-    assert torch.allclose(out[..., 2], torch.ones(4, K))
-
-
-@pytest.mark.parametrize("refine, tol_cells", [("standard", 0.25), ("dark", 0.1)])
-def test_decode_to_image_sub_pixel(refine, tol_cells):
-    """Random (off-grid) keypoints drawn as exact Gaussians: standard is within 0.25 cell (one input pixel at stride
-    4), DARK within 0.1 cell, after back-projection."""
-    codec = HeatmapCodec(input_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
-    rng = np.random.default_rng(2)
-    center, scale = _random_crops(rng, 3)
-    mu = np.stack([rng.uniform(6, 41, (3, K)), rng.uniform(6, 57, (3, K))], axis=-1)  # cells
-    ys, xs = np.mgrid[0:64, 0:48]
-    hm = np.exp(-((xs - mu[..., 0, None, None]) ** 2 + (ys - mu[..., 1, None, None]) ** 2) / (2 * 2.0 ** 2))
-    out = decode_to_image(torch.from_numpy(hm).float(), codec, center, scale, refine=refine)
-    truth = center[:, None] + (mu * 4.0 - np.asarray(codec.input_size) / 2) * scale[:, None] / codec.input_size
-    cell_in_image = 4.0 * scale[:, None] / np.asarray(codec.input_size)
-    err = np.abs(out[..., :2].numpy() - truth)
-    assert (err <= tol_cells * cell_in_image + 1e-3).all(), (err / cell_in_image).max()
-
-
-def test_decode_to_image_checks_batch():
-    codec = HeatmapCodec()
-    with pytest.raises(ValueError, match="center"):
-        decode_to_image(torch.zeros(2, K, 64, 48), codec, np.zeros((3, 2)), np.ones((3, 2)))
 
 
 # ----------------------------------------------------------------------------- rescoring
@@ -278,3 +158,24 @@ def test_nms_per_image_groups_by_image():
     assert nms_per_image(np.zeros(0), np.zeros((0, K, 3)), np.zeros(0), np.zeros(0)).tolist() == []
     with pytest.raises(ValueError, match="one entry per instance"):
         nms_per_image(image_ids[:3], kpts, scores, areas)
+
+
+def test_select_instances_is_rescoring_then_nms_per_image():
+    """The one instance policy (evaluation and the API): rescoring, then OKS-NMS per image; without NMS every
+    instance is kept, best first within each image."""
+    rng = np.random.default_rng(5)
+    n = 12
+    ids = np.repeat([3, 1, 2], 4)
+    centres = rng.uniform(50, 400, size=(3, 1, 2)).repeat(4, axis=0)[:n]
+    kpts = np.concatenate([centres + rng.normal(0, 2, (n, K, 2)), rng.uniform(0, 1, (n, K, 1))], axis=-1)
+    box_scores, areas = rng.uniform(0.5, 1, n), rng.uniform(5e3, 2e4, n)
+    keep, scores = select_instances(ids, kpts, box_scores, areas, kpt_score_thr=0.2, oks_nms_thr=0.9)
+    np.testing.assert_allclose(scores, rescore(box_scores, kpts[..., 2], thr=0.2))
+    np.testing.assert_array_equal(keep, nms_per_image(ids, kpts, scores, areas, thr=0.9))
+    assert len(keep) < n  # near-duplicates went
+    order, _ = select_instances(ids, kpts, box_scores, areas, oks_nms_thr=None)
+    assert sorted(order.tolist()) == list(range(n))
+    for image_id in (1, 2, 3):
+        mine = [i for i in order if ids[i] == image_id]
+        assert np.all(np.diff(scores[mine]) <= 0)
+    assert [ids[i] for i in order] == sorted(ids.tolist())

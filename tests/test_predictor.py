@@ -15,7 +15,7 @@ from keypoints.codec import HeatmapCodec
 from keypoints.config import load_config
 from keypoints.detection import PersonDetector, boxes_from_keypoints, build_detector, find_local_detector
 from keypoints.predictor import PoseEstimator, Prediction
-from keypoints.video import read_image
+from keypoints.utils.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO_MINI = Path(__file__).resolve().parent / "data" / "coco_mini"
@@ -192,3 +192,20 @@ def test_clear_errors(tmp_path, checkpoint):
         estimator(np.zeros((64, 64, 3), np.uint8), boxes=[[0, 0, 10, 10]], box_scores=[1.0, 0.5])
     empty = estimator(np.zeros((64, 64, 3), np.uint8), boxes=np.zeros((0, 4)))
     assert isinstance(empty, Prediction) and empty.people == [] and empty.box_mode == "given"
+    assert empty.keypoints.shape == (0, 17, 3)
+
+
+@pytest.mark.parametrize("image, boxes, message", [
+    (np.zeros((64, 64, 3), np.float32), None, "uint8 image"),  # floats in 0-1 would give garbage poses
+    (np.zeros((64, 64, 3), np.uint16), None, "uint8 image"),
+    (np.zeros((0, 0, 3), np.uint8), None, "empty"),
+    (np.zeros((64, 64, 3), np.uint8), np.zeros((2, 6)), r"\(N, 4\)"),  # not 3 people of 4 values
+    (np.zeros((64, 64, 3), np.uint8), [[0, 0, float("nan"), 10]], "finite"),
+    (np.zeros((64, 64, 3), np.uint8), [[0, 0, -5, 10]], "positive width"),
+    (np.zeros((64, 64, 3), np.uint8), [[0, 0, 10, 0]], "positive width"),
+])
+def test_api_rejects_what_would_give_a_wrong_result(checkpoint, image, boxes, message):
+    estimator = PoseEstimator.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match=message) as info:
+        estimator(image, boxes=boxes)
+    assert "\n" not in str(info.value)

@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 import torch
 
-from keypoints.analysis import collect_dyrelu_stats, plot_scatter, plot_slope_gap
+from keypoints.dyrelu_inspection import collect_dyrelu_stats, plot_scatter, plot_slope_gap
 from keypoints.config import load_config
 from keypoints.models import build_model, load_pose_model
 from keypoints.utils.cli import run_cli
+from keypoints.utils.io import BadImageError, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -44,8 +45,12 @@ def load_images(folder: str, size: tuple[int, int], limit: int) -> torch.Tensor:
     if not path.is_dir():
         raise FileNotFoundError(f"image folder not found: {path}")
     files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    images = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]
-    images = [cv2.cvtColor(cv2.resize(im, size), cv2.COLOR_BGR2RGB) for im in images if im is not None]
+    images = []
+    for f in files:
+        try:
+            images.append(cv2.cvtColor(cv2.resize(read_image(f), size), cv2.COLOR_BGR2RGB))
+        except BadImageError as e:
+            print(f"warning: skipping {e}")
     if not images:
         raise ValueError(f"no readable image ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()

@@ -17,33 +17,33 @@ weights: --detector-weights or the torch hub cache; ``auto`` takes one from the 
 downloaded), ``tracked`` and ``full-frame`` (no detector: the whole frame first, then the keypoint extent x 1.25
 of the previous frame). Images of a folder are independent (tracking restarts on each). Outputs: images
 are written under --output (a folder) with their names; videos and cameras to --output as .mp4 (or
---output/<name>.mp4 when --output is a folder), one output frame per input frame. The flip test is off by
-default here (real time); --flip turns it on.
+--output/<name>.mp4 when --output is a folder), one output frame per input frame (a warning says when a video
+stops decoding early). The flip test is off by default here (real time); --flip turns it on. Images are read with
+their EXIF orientation ignored, as datasets are; --exif rotates phone photos upright (not with --boxes-from,
+whose boxes refer to the stored pixels).
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import cv2
+import numpy as np
+import torch
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from keypoints.detection import DETECTORS, PersonDetector, find_local_detector  # noqa: E402
-from keypoints.utils.io import read_json  # noqa: E402
-from keypoints.predictor import PoseEstimator  # noqa: E402
-from keypoints.utils.runtime import select_device  # noqa: E402
-from keypoints.video import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, draw_prediction, has_display,  # noqa: E402
-                             open_source, open_video_writer)
-from keypoints.utils.cli import run_cli  # noqa: E402
+from keypoints.backends import BACKENDS
+from keypoints.coco_files import load_coco, read_detections
+from keypoints.detection import DETECTORS, PersonDetector, find_local_detector
+from keypoints.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, has_display, open_source, open_video_writer
+from keypoints.predictor import PoseEstimator
+from keypoints.utils.cli import run_cli
+from keypoints.utils.io import check_writable
+from keypoints.utils.runtime import select_device
+from keypoints.visualize import draw_prediction
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -66,9 +66,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector-weights", help="state-dict file of the --detector network (with --detector auto: "
                    "an ssdlite320_mobilenet_v3_large file)")
     p.add_argument("--redetect-every", type=int, default=10, help="frames between detector runs (tracking between)")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"],
-                   help="inference backend (default: onnxruntime for an .onnx --checkpoint, else torch)")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="runtime of the model (auto: by the file, .onnx -> onnxruntime, else torch)")
     p.add_argument("--onnx", help="ONNX model for --backend onnxruntime with a .pth --checkpoint")
+    p.add_argument("--exif", action="store_true", help="apply images' EXIF orientation (phone photos without boxes)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch backend device")
     p.add_argument("--threads", type=int, help="PyTorch and ONNX Runtime threads (default: every core)")
     p.add_argument("--flip", action="store_true", help="flip test (twice the network time)")
@@ -86,31 +87,30 @@ def load_detector(args: argparse.Namespace, device) -> PersonDetector | None:
 
 def load_given_boxes(args: argparse.Namespace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """image id -> (boxes (N, 4) xywh, scores (N,)) of the person detections scoring at least --det-score-thr."""
-    path = Path(args.boxes_from)
-    dets = read_json(path, "detections file")
-    if not isinstance(dets, list) or not all(isinstance(d, dict) and "image_id" in d and "bbox" in d for d in dets):
-        raise ValueError(f"{path} is not a COCO detections file (a list of {{image_id, bbox, score}})")
-    grouped: dict[int, list] = collections.defaultdict(list)
-    for d in dets:
-        if d.get("category_id", 1) == 1 and d.get("score", 1.0) >= args.det_score_thr:
-            grouped[int(d["image_id"])].append((*d["bbox"], d.get("score", 1.0)))
-    return {k: (np.array(v, np.float32)[:, :4], np.array(v, np.float32)[:, 4]) for k, v in grouped.items()}
+    return read_detections(args.boxes_from, category_id=1, score_thr=args.det_score_thr).by_image()
 
 
-def image_id_lookup(args: argparse.Namespace):
-    names = {}
-    if args.ann_file:
-        names = {im["file_name"]: im["id"] for im in json.loads(Path(args.ann_file).read_text())["images"]}
+def image_id_lookup(args: argparse.Namespace, given: dict) -> dict[str, int] | None:
+    """File name -> image id from --ann-file (None: ids are the file names' numbers). Detections naming images the
+    annotation file does not have are an error, as in tools/test.py."""
+    if not args.ann_file:
+        return None
+    coco = load_coco(args.ann_file, hint="pass the annotation file of the images")
+    unknown = sorted(set(given) - set(coco.imgs))
+    if unknown:
+        raise ValueError(f"{args.boxes_from} names {len(unknown)} image ids not in {args.ann_file} (e.g. "
+                         f"{unknown[:5]}); pass the detections of these images")
+    return {im["file_name"]: image_id for image_id, im in coco.imgs.items()}
 
-    def image_id(name: str) -> int:
-        if name in names:
-            return names[name]
-        stem = Path(name).stem
-        if not stem.isdigit():
-            raise ValueError(f"cannot tell the image id of {name} for --boxes-from: name files by their COCO id "
-                             f"(000000000785.jpg) or pass --ann-file")
-        return int(stem)
-    return image_id
+
+def image_id_of(name: str, names: dict[str, int] | None) -> int:
+    if names is not None and name in names:
+        return names[name]
+    stem = Path(name).stem
+    if not stem.isdigit():
+        raise ValueError(f"cannot tell the image id of {name} for --boxes-from: name files by their COCO id "
+                         f"(000000000785.jpg) or pass --ann-file")
+    return int(stem)
 
 
 def output_path(args: argparse.Namespace, kind: str) -> Path:
@@ -121,39 +121,52 @@ def output_path(args: argparse.Namespace, kind: str) -> Path:
     return out / f"{stem}.mp4"
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Everything the command line can get wrong, before a model is loaded."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_frames < 0:
+        raise ValueError(f"--max-frames must be 0 (all) or a positive count, got {args.max_frames}")
+    if args.redetect_every < 1:
+        raise ValueError(f"--redetect-every must be at least 1 frame, got {args.redetect_every}")
+    if args.boxes_from and args.exif:
+        raise ValueError("--exif cannot be used with --boxes-from: the boxes refer to the stored (unrotated) pixels")
+    check_writable(args.save_json, "--save-json file")
+
+
 def main(args: argparse.Namespace) -> dict:
-    if args.backend is None:
-        args.backend = "onnxruntime" if Path(args.checkpoint).suffix == ".onnx" else "torch"
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    source = open_source(args.input, max_frames=args.max_frames)
+    source = open_source(args.input, max_frames=args.max_frames, exif=args.exif)
     if args.boxes_from and source.kind != "images":
         raise ValueError("--boxes-from applies to images and folders; videos and cameras use the detector or tracking")
-    device = select_device(args.device) if args.backend == "torch" else "cpu"
+    out = output_path(args, source.kind)
+    given = load_given_boxes(args) if args.boxes_from else None
+    names = image_id_lookup(args, given) if given is not None else None
+    device = select_device(args.device)
     detector = None if args.boxes_from else load_detector(args, device)
     estimator = PoseEstimator.from_checkpoint(args.checkpoint, device=args.device, backend=args.backend,
                                               onnx_path=args.onnx, threads=args.threads, flip=args.flip,
                                               detector=detector, redetect_every=args.redetect_every,
                                               track_kpt_thr=args.kpt_thr)
-    given = load_given_boxes(args) if args.boxes_from else None
-    image_id = image_id_lookup(args) if given is not None else None
     boxes_note = f"given ({args.boxes_from})" if given is not None else \
         f"detector {detector.name} every {args.redetect_every} frames, tracking between" if detector else \
         "no detector: full frame, then tracked from the keypoints" + (" (each image on its own)"
                                                                      if source.kind == "images" else "")
-    out = output_path(args, source.kind)
-    print(f"{source}; backend {args.backend}; person boxes: {boxes_note}; output {out}")
+    print(f"{source}; backend {estimator.backend.name}; person boxes: {boxes_note}; output {out}")
     show = args.show and has_display()
     if args.show and not show:
         print("warning: --show ignored: no display (DISPLAY/WAYLAND_DISPLAY unset); writing files only",
               file=sys.stderr)
-    writer, frames_json, modes = None, [], collections.Counter()
-    fps, start, n = None, time.perf_counter(), 0
+    writer, frames_json, modes, no_boxes = None, [], collections.Counter(), 0
+    fps, start, n, people = None, time.perf_counter(), 0, 0
     last = start
     try:
         for frame in source:
             if given is not None:
-                boxes, scores = given.get(image_id(frame.name), (np.zeros((0, 4)), np.zeros(0)))
+                boxes, scores = given.get(image_id_of(frame.name, names), (np.zeros((0, 4)), np.zeros(0)))
+                no_boxes += len(boxes) == 0
                 prediction = estimator(frame.image, boxes=boxes, box_scores=scores)
             else:
                 if source.kind == "images":
@@ -164,12 +177,20 @@ def main(args: argparse.Namespace) -> dict:
             fps = rate if fps is None else 0.9 * fps + 0.1 * rate  # smoothed over about 10 frames
             canvas = draw_prediction(frame.image, prediction, kpt_thr=args.kpt_thr, fps=fps)
             modes[prediction.box_mode] += 1
-            frames_json.append({"index": frame.index, "name": frame.name, **prediction.to_dict()})
+            people += len(prediction.people)
+            if args.save_json:  # kept only when asked for: a webcam runs for hours
+                frames_json.append({"index": frame.index, "name": frame.name, **prediction.to_dict()})
             if source.kind == "images":
                 target = out if out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1 else out / frame.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(target), canvas):
-                    raise ValueError(f"cannot write {target}; use an image extension such as .jpg or .png")
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    written = cv2.imwrite(str(target), canvas)
+                except (OSError, cv2.error) as e:
+                    raise ValueError(f"cannot write {target} ({e}); check the --output folder") from None
+                if not written:
+                    problem = "use an image extension such as .jpg or .png" if target.suffix.lower() not in \
+                        IMAGE_EXTENSIONS else "check that the --output folder is writable"
+                    raise ValueError(f"cannot write {target}; {problem}")
             else:
                 if writer is None:
                     writer, out = open_video_writer(out, source.fps, (canvas.shape[1], canvas.shape[0]))
@@ -185,7 +206,8 @@ def main(args: argparse.Namespace) -> dict:
                           file=sys.stderr)
                     show = False
     except KeyboardInterrupt:
-        print("interrupted; closing the output", file=sys.stderr)
+        print(f"interrupted after {n} frames; closing {out}", file=sys.stderr)
+        raise
     finally:
         source.close()
         if writer is not None:
@@ -193,14 +215,21 @@ def main(args: argparse.Namespace) -> dict:
         if show:
             cv2.destroyAllWindows()
     elapsed = time.perf_counter() - start
-    summary = {"frames": n, "output": str(out), "box_modes": dict(modes), "fps": n / elapsed if elapsed else 0.0,
-               "people": sum(len(f["people"]) for f in frames_json)}
+    if source.ended_early:
+        print(f"warning: {source.spec} stopped decoding after {source.frames_read} of the {source.length} frames its "
+              f"container announces (cut short or corrupt); {out} holds {n} frames", file=sys.stderr)
+    if no_boxes:
+        print(f"warning: {no_boxes} of {n} images had no boxes in {args.boxes_from} (score >= "
+              f"{args.det_score_thr:g}); they were drawn without people", file=sys.stderr)
+    summary = {"frames": n, "output": str(out) if n else None, "box_modes": dict(modes),
+               "fps": n / elapsed if elapsed else 0.0, "people": people}
     if args.save_json:
         Path(args.save_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.save_json).write_text(json.dumps({"input": str(args.input), "checkpoint": str(args.checkpoint),
-                                                    "backend": args.backend, "frames": frames_json}))
-    print(f"{n} frames, {summary['people']} people, {summary['fps']:.1f} FPS overall (reading, drawing and writing "
-          f"included); box modes {dict(modes)}; wrote {out}" + (f" and {args.save_json}" if args.save_json else ""))
+                                                    "backend": estimator.backend.name, "frames": frames_json}))
+    print(f"{n} frames, {people} people, {summary['fps']:.1f} FPS overall (reading, drawing and writing "
+          f"included); box modes {dict(modes)}; " + (f"wrote {out}" if n else "wrote nothing")
+          + (f" and {args.save_json}" if args.save_json else ""))
     return summary
 
 

@@ -39,9 +39,11 @@ import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from keypoints.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
-from keypoints.data import build_codec, build_dataloader, build_dataset  # noqa: E402
+from keypoints.data import build_dataloader, build_dataset  # noqa: E402
+from keypoints.backends import ModelInfo, TorchBackend  # noqa: E402
 from keypoints.engine import NonFiniteLossError, evaluate, train_one_epoch  # noqa: E402
 from keypoints.evaluation import RESULTS_FILENAME, CocoKeypointEvaluator  # noqa: E402
+from keypoints.inference import TopDownInference  # noqa: E402
 from keypoints.losses import KeypointMSELoss  # noqa: E402
 from keypoints.models import build_model  # noqa: E402
 from keypoints.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
@@ -160,7 +162,6 @@ def main(args: argparse.Namespace) -> dict:
         save_config(cfg, out / "config.yaml")
     logger.info("device %s, world size %d, amp %s, output %s", device, world, amp_dtype, out)
 
-    codec = build_codec(cfg)
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val")
     train_loader = build_dataloader(train_set, cfg, train=True, distributed=world > 1)
@@ -202,6 +203,10 @@ def main(args: argparse.Namespace) -> dict:
         model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.train.compile:
         model = torch.compile(model)
+    # Validation runs the training model through the one test-time path (crop, flip test, decode).
+    backend = TorchBackend(model, ModelInfo.from_config(cfg), device, amp_dtype=amp_dtype,
+                           channels_last=cfg.train.channels_last, move=False)
+    inference = TopDownInference.from_config(backend, cfg)
     loss_fn = KeypointMSELoss(use_target_weight=True, ohkm=cfg.train.ohkm, ohkm_topk=cfg.train.ohkm_topk)
     evaluator = CocoKeypointEvaluator(val_set.ann_file, output_dir=out, box_source=val_set.box_source,
                                       oks_nms_thr=cfg.test.oks_nms_thr, soft_nms=cfg.test.soft_nms,
@@ -231,10 +236,7 @@ def main(args: argparse.Namespace) -> dict:
         metrics = dict(stats)
         last_epoch = epoch + 1 == cfg.train.epochs
         if (epoch + 1) % cfg.train.val_interval == 0 or last_epoch:
-            metrics.update(evaluate(model, val_loader, codec, evaluator, device=device, flip=cfg.test.flip,
-                                    shift_heatmap=cfg.test.shift_heatmap, refine=cfg.test.refine,
-                                    amp_dtype=amp_dtype, channels_last=cfg.train.channels_last, loss_fn=loss_fn,
-                                    progress=not args.no_progress))
+            metrics.update(evaluate(inference, val_loader, evaluator, loss_fn=loss_fn, progress=not args.no_progress))
         if dist.is_main_process():
             is_best = "AP" in metrics and metrics["AP"] > best_ap
             best_ap = max(best_ap, metrics.get("AP", best_ap))

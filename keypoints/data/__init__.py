@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..codec import HeatmapCodec
 from ..config import Config
-from .coco import BadImageError, CocoKeypointDataset, load_coco
+from ..coco_files import load_coco
+from ..utils.io import BadImageError
+from .coco import CocoKeypointDataset
 from .sampler import SeededSampler
 from .transforms import TopDownTransform, build_photometric
 

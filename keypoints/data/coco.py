@@ -11,74 +11,26 @@ Detector boxes: category 1 with ``score >= det_score_thr``; their items carry ze
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
-from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from ..codec import HeatmapCodec
-from ..utils.io import read_json
+from ..coco_files import clip_box, load_coco, read_detections
 from ..constants import NUM_KEYPOINTS, PERSON_CATEGORY_ID
 from ..geometry import box_to_center_scale
+from ..utils.io import BadImageError, read_image
 from .transforms import TopDownTransform
 
 logger = logging.getLogger(__name__)
 
 BAD_IMAGE_MODES = ("skip", "error")
-IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # COCO coordinates are in stored pixel space
-
-
-class BadImageError(Exception):
-    """An image file that is missing or cannot be decoded (carries the path)."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{problem}: {path}")
-        self.path, self.problem = path, problem
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    return read_json(path, what, hint="check data.root and the file name")
-
-
-def load_coco(ann_file: str | Path) -> COCO:
-    """pycocotools ``COCO`` of a person-keypoint annotation file, with one-line errors for missing/malformed files."""
-    data = _read_json(ann_file, "annotation file")
-    if not isinstance(data, dict):
-        raise ValueError(f"annotation file {ann_file} must hold a JSON object, got {type(data).__name__}")
-    missing = [k for k in ("images", "annotations") if not isinstance(data.get(k), list)]
-    if missing:
-        raise ValueError(f"annotation file {ann_file} lacks the list(s) {', '.join(missing)}: not a COCO file?")
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name", "width", "height")):
-            raise ValueError(f"annotation file {ann_file}: images[{i}] needs id, file_name, width and height")
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "bbox")):
-            raise ValueError(f"annotation file {ann_file}: annotations[{i}] needs id, image_id, category_id and bbox")
-    data.setdefault("categories", [])
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-        coco.createIndex()
-    return coco
-
-
-def clip_box(bbox: list[float], width: int, height: int) -> list[float] | None:
-    """COCO box clipped to the image (mmpose/HRNet rule); None when it has no positive width or height."""
-    x, y, w, h = (float(v) for v in bbox)
-    x1, y1 = max(0.0, x), max(0.0, y)
-    x2, y2 = min(width - 1.0, x1 + max(0.0, w)), min(height - 1.0, y1 + max(0.0, h))
-    if x2 > x1 and y2 > y1:
-        return [x1, y1, x2 - x1, y2 - y1]
-    return None
 
 
 class CocoKeypointDataset(Dataset):
@@ -177,36 +129,15 @@ class CocoKeypointDataset(Dataset):
         return records
 
     def _detection_records(self, det_file: str, score_thr: float) -> list[dict]:
-        dets = _read_json(det_file, "detections file")
-        if not isinstance(dets, list):
-            raise ValueError(f"detections file {det_file} must hold a JSON list of {{image_id, category_id, bbox, "
-                             f"score}}, got {type(dets).__name__}")
-        for i, d in enumerate(dets):
-            if not isinstance(d, dict) or any(k not in d for k in ("image_id", "category_id", "bbox", "score")):
-                raise ValueError(f"detections file {det_file}: entry {i} needs image_id, category_id, bbox and score")
-        persons = [d for d in dets if d["category_id"] == PERSON_CATEGORY_ID]
-        if not persons:
-            raise ValueError(f"detections file {det_file} holds no person boxes (category_id 1) among {len(dets)} "
-                             f"entries")
-        unknown = sorted({d["image_id"] for d in persons} - set(self.coco.imgs))
+        dets = read_detections(det_file, category_id=PERSON_CATEGORY_ID, score_thr=score_thr)
+        unknown = sorted(set(dets.image_ids.tolist()) - set(self.coco.imgs))
         if unknown:
             raise ValueError(f"detections file {det_file} names {len(unknown)} image ids not in {self.ann_file}: "
                              f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''} (wrong split?)")
-        reasons = Counter(not_person=len(dets) - len(persons))
-        records = []
-        for d in persons:
-            if d["score"] < score_thr:
-                reasons["low_score"] += 1
-            elif d["bbox"][2] <= 0 or d["bbox"][3] <= 0:
-                reasons["empty_box"] += 1
-            else:
-                records.append(self._record(d["image_id"], d["bbox"], d["score"], None))
-        self.stats["instances_total"] = len(dets)
-        self.stats["dropped"] = {k: v for k, v in reasons.items() if v}
-        if not records:
-            raise ValueError(f"no detector boxes left from {det_file}: {len(persons)} person boxes, dropped "
-                             f"{self.stats['dropped']} (det_score_thr={score_thr:g})")
-        return records
+        self.stats["instances_total"] = dets.total
+        self.stats["dropped"] = dets.dropped
+        return [self._record(int(i), box, float(score), None)
+                for i, box, score in zip(dets.image_ids, dets.boxes, dets.scores)]
 
     def _pack(self, records: list[dict]) -> None:
         """Records as numpy arrays: workers then share them copy-on-read (a list of dicts would be copied, as
@@ -240,11 +171,9 @@ class CocoKeypointDataset(Dataset):
                 "keypoints": self._keypoints[i], "image_id": int(self.image_ids[i])}
 
     def read_image(self, path: str) -> np.ndarray:
-        """BGR uint8 ``(H, W, 3)`` as stored (EXIF orientation ignored); raises ``BadImageError``."""
-        image = cv2.imread(path, IMREAD_FLAGS)
-        if image is None:
-            raise BadImageError(path, "image file not found" if not os.path.exists(path) else "cannot decode image")
-        return image
+        """BGR uint8 ``(H, W, 3)`` as stored (EXIF orientation ignored: COCO coordinates are in stored pixel space);
+        raises ``BadImageError``."""
+        return read_image(path, exif=False)
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         """Item ``index``; ``(index, seed)`` (from ``SeededSampler``) first reseeds the transform with ``seed``."""

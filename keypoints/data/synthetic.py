@@ -375,3 +375,42 @@ def make_synthetic_dataset(out: str | Path, train_images: int = 500, val_images:
             summary["detections"] = {"boxes": len(dets), "file": str(det_file)}
     summary["seconds"] = round(time.perf_counter() - start, 2)
     return summary
+
+
+# ----------------------------------------------------------------------------- video
+
+
+def synthetic_video_frames(num_frames: int = 8, size: tuple[int, int] = (640, 480), seed: int = 0,
+                           max_people: int = 3) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A smooth clip of one synthetic scene (:func:`keypoints.data.synthetic.render_image`) with 1..``max_people``
+    people: the camera pans and zooms slowly across it. Returns BGR frames ``(H, W, 3)`` and each frame's true
+    person boxes ``(N, 4)`` xywh (people with keypoints only)."""
+    w, h = size
+    for attempt in range(100):  # the renderer draws 1-4 people; take the first scene with 1..max_people
+        rng = np.random.default_rng([seed, attempt])
+        scene, anns = render_image(rng, (w, h), crowd_prob=0.0)
+        people = [a for a in anns if not a["iscrowd"] and a["num_keypoints"] > 0]
+        if 1 <= len(people) <= max_people:
+            break
+    boxes = np.array([a["bbox"] for a in people], dtype=np.float64).reshape(-1, 4)
+    frames, frame_boxes = [], []
+    for i in range(num_frames):
+        t = i / max(1, num_frames - 1)
+        zoom, dx, dy = 1.0 + 0.08 * np.sin(np.pi * t), 20.0 * np.sin(2 * np.pi * t), 10.0 * t
+        m = np.array([[zoom, 0, (1 - zoom) * w / 2 + dx], [0, zoom, (1 - zoom) * h / 2 + dy]])
+        frames.append(cv2.warpAffine(scene, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+        frame_boxes.append(np.concatenate([boxes[:, :2] * zoom + m[:, 2], boxes[:, 2:] * zoom], axis=1))
+    return frames, frame_boxes
+
+
+def write_synthetic_video(path: str | Path, num_frames: int = 8, size: tuple[int, int] = (640, 480), fps: float = 30.0,
+                          seed: int = 0, max_people: int = 3) -> tuple[Path, list[np.ndarray]]:
+    """Write :func:`synthetic_video_frames` to a video file; returns the path written and the per-frame boxes."""
+    frames, boxes = synthetic_video_frames(num_frames, size, seed, max_people)
+    from ..media import open_video_writer
+
+    writer, target = open_video_writer(path, fps, size)
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return target, boxes

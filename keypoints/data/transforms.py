@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ..constants import FLIP_INDEX, UPPER_BODY
-from ..geometry import affine_points, get_affine_transform
+from ..geometry import affine_points, get_affine_transform, warp_crop
 
 FAMILIES = ("hrnet", "mmpose")
 
@@ -221,10 +221,7 @@ class TopDownTransform:
         width = image.shape[1]
         params = self.sample(center, scale, keypoints, visibility, width)
         m = self.matrix(params, width)
-        crop = cv2.warpAffine(image, m, self.input_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=(0, 0, 0))
-        if bgr:
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        crop = warp_crop(image, m, self.input_size, bgr_to_rgb=bgr)
         if self.photometric is not None:
             crop = self.photometric(image=crop)["image"]
         points = affine_points(keypoints, m)

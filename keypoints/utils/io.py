@@ -16,3 +16,54 @@ def read_json(path: str | Path, what: str, hint: str = "") -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+class BadImageError(ValueError):
+    """An image file that is missing, truncated or cannot be decoded (carries the path and the problem)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"cannot read image ({problem}): {path}")
+        self.path, self.problem = str(path), problem
+
+
+def read_image(path: str | Path, exif: bool = False):
+    """The one image reader: BGR uint8 ``(H, W, 3)`` of ``path``.
+
+    EXIF policy: ``exif=False`` (datasets, COCO files, anything whose coordinates refer to the stored pixels)
+    ignores the orientation tag; ``exif=True`` rotates the picture as a phone gallery shows it (the demo's
+    ``--exif`` for photos without boxes). A JPEG without its end-of-image marker is reported as truncated instead of
+    being decoded into a grey-filled picture. Raises :class:`BadImageError` (a ``ValueError``).
+    """
+    import cv2
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadImageError(path, "image file not found")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].tobytes():
+        raise BadImageError(path, "truncated JPEG: no end-of-image marker")
+    flags = cv2.IMREAD_COLOR if exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise BadImageError(path, "cannot decode image: corrupt, or not an image OpenCV can decode")
+    return image
+
+
+def check_writable(path: str | Path | None, what: str = "output file") -> None:
+    """Fail early, with one line, when ``path`` could not be written: it is a folder, lies under a regular file, or
+    its nearest existing folder is not writable. Nothing is created. ``None`` passes."""
+    import os
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; pass a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {what} {path}: folder {parent} is not writable")

@@ -1,16 +1,15 @@
-"""ONNX export of the pose network and an ONNX Runtime session that stands in for it in the predictor.
+"""ONNX: export of the pose network (with its :class:`~keypoints.backends.base.ModelInfo` in the file's metadata)
+and the ONNX Runtime backend that runs it.
 
 The graph holds the network only: input ``images`` ``(B, 3, H, W)`` RGB crops in [0, 255] (float32 by default,
-or uint8), output ``heatmaps`` ``(B, K, H/4, W/4)`` float32. ImageNet normalisation is inside (it is the
-model's first step). Decoding (argmax + refinement), back-projection to the image, the flip test, rescoring
-and NMS stay outside the graph, in :mod:`keypoints.postprocess` and :mod:`keypoints.predictor`, so both
-backends share one post-processing code path. DY-ReLU exports its reference graph (standard operators only;
-see :mod:`keypoints.models.dyrelu_ops`). The resolved training config is stored in the model's metadata
-(``keypoints_config``, JSON), so an exported file is enough to rebuild the predictor.
+or uint8), output ``heatmaps`` ``(B, K, H/4, W/4)`` float32. ImageNet normalisation is inside (it is the model's
+first step). Cropping, the flip test, decoding and back-projection (:mod:`keypoints.inference`) and rescoring and
+NMS (:mod:`keypoints.postprocess`) stay outside the graph and are shared with every other backend. DY-ReLU exports
+its reference graph (standard operators only; see :mod:`keypoints.models.dyrelu_ops`).
 
-    export_onnx(model, "model.onnx", input_size=(192, 256), batch="dynamic", config=config_to_dict(cfg))
-    session = OnnxPoseSession("model.onnx")           # callable like the model: torch in, torch out
-    heatmaps = session(crops)                         # (B, 3, 256, 192) uint8/float -> (B, 17, 64, 48)
+    export_onnx(model, "model.onnx", info=ModelInfo.from_config(cfg), batch="dynamic")
+    backend = OnnxBackend("model.onnx")              # info read back from the metadata
+    heatmaps = backend(crops)                         # (B, 3, 256, 192) uint8 -> (B, 17, 64, 48) float32
 """
 from __future__ import annotations
 
@@ -23,16 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base import Backend, ModelInfo
+
 INPUT_DTYPES = {"float32": torch.float32, "uint8": torch.uint8}
-CONFIG_KEY = "keypoints_config"
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, int], batch: str | int = "dynamic",
-                opset: int = 17, input_dtype: str = "float32", config: dict | None = None,
-                dynamo: bool = False) -> Path:
-    """Write ``model`` (eval mode, CPU) to ``path``. ``input_size`` is the crop ``(width, height)``; ``batch`` is
-    ``"dynamic"`` or a fixed batch size. The TorchScript-based exporter (``dynamo=False``) is the default: it
-    takes seconds where the dynamo exporter takes about a minute on 2 cores, and gives the same operators."""
+def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: str | int = "dynamic",
+                opset: int = 17, input_dtype: str = "float32", dynamo: bool = False) -> Path:
+    """Write ``model`` (eval mode, CPU) to ``path`` with ``info`` in its metadata. ``batch`` is ``"dynamic"`` or a
+    fixed batch size. The TorchScript-based exporter (``dynamo=False``) is the default: it takes seconds where the
+    dynamo exporter takes about a minute on 2 cores, and gives the same operators. The written file is checked
+    (``onnx.checker``) before it replaces ``path``; a failed check leaves no file behind."""
     import onnx
 
     if input_dtype not in INPUT_DTYPES:
@@ -40,11 +40,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, in
     dynamic = batch == "dynamic"
     if not dynamic and (not str(batch).isdigit() or int(batch) < 1):
         raise ValueError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
-    width, height = input_size
+    width, height = info.input_size
     n = 2 if dynamic else int(batch)
     dummy = torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8).to(INPUT_DTYPES[input_dtype])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     model = model.eval().cpu()
     kwargs = dict(input_names=["images"], output_names=["heatmaps"], opset_version=opset, dynamo=dynamo)
     if dynamic:
@@ -52,42 +53,37 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, in
             kwargs["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}}
         else:
             kwargs["dynamic_axes"] = {"images": {0: "batch"}, "heatmaps": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        # The legacy exporter's deprecation notice and the tracer's notes on shape checks (constant at a fixed
-        # input size) say nothing actionable here.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), str(path), **kwargs)
-    proto = onnx.load(str(path))
-    meta = {"input_size": json.dumps([width, height]), "input_dtype": input_dtype,
-            "outputs": "heatmaps (B, K, H/4, W/4); decode outside the graph (keypoints.postprocess)"}
-    if config is not None:
-        meta[CONFIG_KEY] = json.dumps(config)
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The legacy exporter's deprecation notice and the tracer's notes on shape checks (constant at a fixed
+            # input size) say nothing actionable here.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (dummy,), str(tmp), **kwargs)
+        proto = onnx.load(str(tmp))
+        meta = {**info.to_metadata(), "input_dtype": input_dtype,
+                "outputs": "heatmaps (B, K, H/4, W/4); crop, flip and decode outside the graph (keypoints.inference)"}
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict (empty for files not written by :func:`export_onnx`)."""
-    import onnx
+class OnnxBackend(Backend):
+    """ONNX Runtime inference of a file written by :func:`export_onnx` (CPU provider by default).
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-class OnnxPoseSession:
-    """ONNX Runtime inference of an exported pose network; called like the model (torch tensors in and out).
-
-    ``threads`` sets ORT's intra-op threads (default: every core, ``os.cpu_count()``). ``spinning=False`` (the
-    default here, not ORT's) lets those threads sleep as soon as a run ends instead of busy-waiting for the next
-    one: the post-processing (torch), video decoding and drawing between runs then get the cores. On 2 cores
-    that made the demo loop 1.5x faster for the ReLU model, for a few percent of pure network latency.
-    ``providers`` defaults to the CPU provider. A graph exported with a fixed batch runs larger batches in chunks
-    of that size. ``profile_prefix`` turns on ORT's per-node profiling (see :meth:`end_profiling`).
+    ``threads`` sets ORT's intra-op threads (default: every core). ``spinning=False`` (the default here, not ORT's)
+    lets those threads sleep as soon as a run ends instead of busy-waiting for the next one: the post-processing,
+    video decoding and drawing between runs then get the cores (on 2 cores that made the demo loop 1.5x faster
+    for the ReLU model, for a few percent of pure network latency). A graph exported with a fixed batch runs larger
+    batches in chunks of that size. ``profile_prefix`` turns on ORT's per-node profiling (:meth:`end_profiling`).
     """
+
+    name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
                  profile_prefix: str | None = None, spinning: bool = False) -> None:
@@ -114,9 +110,11 @@ class OnnxPoseSession:
         self.batch = first.shape[0] if isinstance(first.shape[0], int) else None  # None: dynamic
         self.threads = options.intra_op_num_threads
         self.metadata = self.session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo.from_metadata(self.metadata, str(path))
+        self.device = torch.device("cpu")
 
     def __repr__(self) -> str:
-        return (f"OnnxPoseSession({self.path.name}, input {np.dtype(self.input_dtype).name}, "
+        return (f"OnnxBackend({self.path.name}, input {np.dtype(self.input_dtype).name}, "
                 f"batch {self.batch or 'dynamic'}, {self.threads} threads)")
 
     def run_numpy(self, images: np.ndarray) -> np.ndarray:
@@ -130,22 +128,12 @@ class OnnxPoseSession:
         return np.concatenate([self.session.run(None, {self.input_name: images[i:i + self.batch]})[0]
                                for i in range(0, images.shape[0], self.batch)])
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.run_numpy(images.detach().cpu().numpy())).to(images.device)
-
-    def eval(self) -> "OnnxPoseSession":
-        return self
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.run_numpy(crops.detach().cpu().numpy()))
 
     def end_profiling(self) -> str:
         """Stop profiling; returns the path of ORT's JSON trace (one event per node run)."""
         return self.session.end_profiling()
-
-
-def max_abs_diff(model: nn.Module, session: OnnxPoseSession, crops: torch.Tensor) -> float:
-    """Largest absolute heatmap difference between PyTorch (float32, eval) and ONNX Runtime on ``crops``."""
-    with torch.no_grad():
-        reference = model.eval()(crops.float())
-    return float((session(crops) - reference).abs().max())
 
 
 def node_time_summary(profile_json: str | Path, top: int = 10) -> list[tuple[str, float, int]]:

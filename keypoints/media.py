@@ -1,13 +1,16 @@
-"""Frame sources (an image, a folder, a video file, a camera), a video writer, the demo overlay, the display check
-and a synthetic test video. Frames are BGR uint8 ``(H, W, 3)`` as OpenCV reads them.
+"""Media in and out for the demo: frame sources (an image, a folder of images, a video file, a camera), a video
+writer and the display check. Frames are BGR uint8 ``(H, W, 3)`` as OpenCV reads them.
 
     source = open_source("clip.mp4")          # or "photo.jpg", "folder/", "0" (camera index)
     for frame in source:                      # Frame(image, index, name)
         ...
     source.close()
+    if source.ended_early: ...                # a video stopped decoding before the frame count its container gives
 
-Errors are one-line ``ValueError`` / ``FileNotFoundError`` messages: a camera that cannot be opened, an
-unreadable or unsupported file, a folder without images.
+Images are read by :func:`keypoints.utils.io.read_image` (the project's one reader): EXIF orientation is ignored
+unless the source is opened with ``exif=True`` (phone photos without boxes; never with boxes from a COCO file, whose
+coordinates refer to the stored pixels). Errors are one-line ``ValueError`` / ``FileNotFoundError`` messages: a
+camera that cannot be opened, an unreadable or unsupported file, a folder without images.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .visualize import draw_pose, draw_text
+from .utils.io import read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -33,21 +36,16 @@ class Frame:
     name: str  # image file name, or frame_000123 for videos and cameras
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """BGR uint8 image of ``path``; ``ValueError`` when OpenCV cannot decode it."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path} (corrupt, or not an image OpenCV can decode)")
-    return image
-
-
 class FrameSource:
     """Iterable of :class:`Frame`. ``kind`` is images | video | camera; ``fps`` the source rate (30 for images and
-    cameras that do not report one); ``length`` the frame count when known (0 otherwise)."""
+    cameras that do not report one); ``length`` the frame count when known (0 otherwise); ``exif`` applies images'
+    EXIF orientation. After iterating a video, ``frames_read`` and ``ended_early`` (fewer frames decoded than the
+    container announced) tell whether the file was cut short or corrupt."""
 
     def __init__(self, kind: str, spec: str, paths: list[Path] | None = None,
-                 capture: cv2.VideoCapture | None = None, max_frames: int = 0) -> None:
+                 capture: cv2.VideoCapture | None = None, max_frames: int = 0, exif: bool = False) -> None:
         self.kind, self.spec, self.paths, self.capture, self.max_frames = kind, spec, paths, capture, max_frames
+        self.exif, self.frames_read = exif, 0
         fps = capture.get(cv2.CAP_PROP_FPS) if capture is not None else 0.0
         self.fps = float(fps) if fps and 1.0 <= fps <= 240.0 else 30.0
         if kind == "camera":
@@ -59,10 +57,15 @@ class FrameSource:
     def __repr__(self) -> str:
         return f"FrameSource({self.kind}: {self.spec}, {self.length or 'unknown number of'} frames)"
 
+    @property
+    def ended_early(self) -> bool:
+        return self.kind == "video" and 0 < self.frames_read < self.length
+
     def __iter__(self) -> Iterator[Frame]:
         if self.paths is not None:
             for i, path in enumerate(self.paths[: self.max_frames or None]):
-                yield Frame(read_image(path), i, path.name)
+                self.frames_read = i + 1
+                yield Frame(read_image(path, exif=self.exif), i, path.name)
             return
         i = 0
         while not self.max_frames or i < self.max_frames:
@@ -71,6 +74,7 @@ class FrameSource:
                 if i == 0:
                     raise ValueError(f"no frame could be read from {self.spec} (unsupported codec or empty video)")
                 return
+            self.frames_read = i + 1
             yield Frame(image, i, f"frame_{i:06d}")
             i += 1
 
@@ -89,9 +93,10 @@ def _quiet_capture(arg: str | int) -> cv2.VideoCapture:
         cv2.utils.logging.setLogLevel(level)
 
 
-def open_source(spec: str | int, max_frames: int = 0) -> FrameSource:
+def open_source(spec: str | int, max_frames: int = 0, exif: bool = False) -> FrameSource:
     """Frame source of ``spec``: a camera index ("0"), an image file, a folder of images or a video file;
-    ``max_frames`` > 0 stops after that many frames (images of a folder are taken in name order)."""
+    ``max_frames`` > 0 stops after that many frames (images of a folder are taken in name order); ``exif`` applies
+    the EXIF orientation of images."""
     text = str(spec)
     if text.isdigit() and not Path(text).exists():
         capture = _quiet_capture(int(text))
@@ -104,12 +109,12 @@ def open_source(spec: str | int, max_frames: int = 0) -> FrameSource:
         paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not paths:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-        return FrameSource("images", str(path), paths=paths, max_frames=max_frames)
+        return FrameSource("images", str(path), paths=paths, max_frames=max_frames, exif=exif)
     if not path.is_file():
         raise FileNotFoundError(f"input not found: {path} (pass an image, a folder, a video or a camera index)")
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
-        return FrameSource("images", str(path), paths=[path], max_frames=max_frames)
+        return FrameSource("images", str(path), paths=[path], max_frames=max_frames, exif=exif)
     if suffix in VIDEO_EXTENSIONS:
         capture = _quiet_capture(str(path))
         if not capture.isOpened():
@@ -151,51 +156,3 @@ def has_display() -> bool:
     if sys.platform in ("win32", "darwin"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def draw_prediction(image: np.ndarray, prediction, kpt_thr: float = 0.3, fps: float | None = None,
-                    show_boxes: bool = True) -> np.ndarray:
-    """Skeletons (COCO colours) of a :class:`~keypoints.predictor.Prediction` on ``image`` in place, and a line
-    with the FPS, the box mode and the number of people."""
-    for person in prediction.people:
-        draw_pose(image, person.keypoints, kpt_thr=kpt_thr, box=person.box if show_boxes else None,
-                  label=f"{person.score:.2f}" if show_boxes else None)
-    parts = [f"{fps:.1f} FPS"] if fps is not None else []
-    parts += [f"boxes: {prediction.box_mode}", f"{len(prediction.people)} people"]
-    return draw_text(image, " | ".join(parts))
-
-
-def synthetic_video_frames(num_frames: int = 8, size: tuple[int, int] = (640, 480), seed: int = 0,
-                           max_people: int = 3) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A smooth clip of one synthetic scene (:func:`keypoints.data.synthetic.render_image`) with 1..``max_people``
-    people: the camera pans and zooms slowly across it. Returns BGR frames ``(H, W, 3)`` and each frame's true
-    person boxes ``(N, 4)`` xywh (people with keypoints only)."""
-    from .data.synthetic import render_image
-
-    w, h = size
-    for attempt in range(100):  # the renderer draws 1-4 people; take the first scene with 1..max_people
-        rng = np.random.default_rng([seed, attempt])
-        scene, anns = render_image(rng, (w, h), crowd_prob=0.0)
-        people = [a for a in anns if not a["iscrowd"] and a["num_keypoints"] > 0]
-        if 1 <= len(people) <= max_people:
-            break
-    boxes = np.array([a["bbox"] for a in people], dtype=np.float64).reshape(-1, 4)
-    frames, frame_boxes = [], []
-    for i in range(num_frames):
-        t = i / max(1, num_frames - 1)
-        zoom, dx, dy = 1.0 + 0.08 * np.sin(np.pi * t), 20.0 * np.sin(2 * np.pi * t), 10.0 * t
-        m = np.array([[zoom, 0, (1 - zoom) * w / 2 + dx], [0, zoom, (1 - zoom) * h / 2 + dy]])
-        frames.append(cv2.warpAffine(scene, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
-        frame_boxes.append(np.concatenate([boxes[:, :2] * zoom + m[:, 2], boxes[:, 2:] * zoom], axis=1))
-    return frames, frame_boxes
-
-
-def write_synthetic_video(path: str | Path, num_frames: int = 8, size: tuple[int, int] = (640, 480), fps: float = 30.0,
-                          seed: int = 0, max_people: int = 3) -> tuple[Path, list[np.ndarray]]:
-    """Write :func:`synthetic_video_frames` to a video file; returns the path written and the per-frame boxes."""
-    frames, boxes = synthetic_video_frames(num_frames, size, seed, max_people)
-    writer, target = open_video_writer(path, fps, size)
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return target, boxes

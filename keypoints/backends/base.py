@@ -1,0 +1,111 @@
+"""The backend interface: what every runtime of the pose network offers the test-time path.
+
+A backend is called like the network itself: RGB crops ``(N, 3, H, W)`` with values in [0, 255] (uint8, as the
+crop gives them; float is accepted) in, float32 heatmaps ``(N, K, h, w)`` out, on :attr:`Backend.device`. Its
+:attr:`Backend.info` (a :class:`ModelInfo`) says what the test-time path needs to crop, flip and decode for it:
+input and heatmap sizes, the flip index, the normalisation the network applies, and the resolved training config.
+Every backend file carries that information, so a ``.pth`` checkpoint and an exported ``.onnx`` file are scored by
+exactly the same crops, decoding, rescoring and NMS (:mod:`keypoints.inference`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import Config, config_from_dict
+from ..constants import FLIP_INDEX, IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the test-time path needs to know about a pose network, wherever it runs.
+
+    ``input_size`` / ``heatmap_size`` are ``(width, height)``; ``flip_index[k]`` is the keypoint that ``k`` becomes
+    under a horizontal flip; ``mean`` / ``std`` are the per-channel RGB normalisation the network applies to its
+    [0, 255] input (inside the network: callers pass raw pixels); ``config`` is the resolved training config as a
+    plain dict (:func:`keypoints.config.config_to_dict`).
+    """
+
+    input_size: tuple[int, int]
+    heatmap_size: tuple[int, int]
+    flip_index: tuple[int, ...]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    config: dict | None = None
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.flip_index)
+
+    @classmethod
+    def from_config(cls, cfg: Config, config: dict | None = None) -> "ModelInfo":
+        """Info of a model trained with ``cfg`` (``config``: its plain-dict form, kept as given when passed)."""
+        from ..config import config_to_dict
+
+        return cls(input_size=tuple(cfg.data.input_size), heatmap_size=tuple(cfg.data.heatmap_size),
+                   flip_index=tuple(FLIP_INDEX), config=config if config is not None else config_to_dict(cfg))
+
+    def to_metadata(self) -> dict[str, str]:
+        """String key/value pairs for a model file's metadata (ONNX ``metadata_props`` and the like)."""
+        return {"input_size": json.dumps(list(self.input_size)), "heatmap_size": json.dumps(list(self.heatmap_size)),
+                "flip_index": json.dumps(list(self.flip_index)), "normalisation": json.dumps(
+                    {"mean": list(self.mean), "std": list(self.std), "input": "RGB 0-255, normalised inside"}),
+                CONFIG_KEY: json.dumps(self.config or {})}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str) -> "ModelInfo":
+        """Inverse of :meth:`to_metadata`; a one-line ``ValueError`` naming ``source`` when keys are missing."""
+        missing = [k for k in ("input_size", "heatmap_size", "flip_index", CONFIG_KEY) if k not in meta]
+        if missing:
+            raise ValueError(f"{source} lacks the model metadata {', '.join(missing)} (not written by tools/export.py "
+                             f"of this version); export it again from its checkpoint")
+        try:
+            norm = json.loads(meta.get("normalisation", "{}"))
+            return cls(input_size=tuple(json.loads(meta["input_size"])),
+                       heatmap_size=tuple(json.loads(meta["heatmap_size"])),
+                       flip_index=tuple(json.loads(meta["flip_index"])),
+                       mean=tuple(norm.get("mean", IMAGENET_MEAN)), std=tuple(norm.get("std", IMAGENET_STD)),
+                       config=json.loads(meta[CONFIG_KEY]))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source} has unreadable model metadata ({e}); export it again") from None
+
+
+CONFIG_KEY = "keypoints_config"
+
+
+class Backend:
+    """Base class of the runtimes: ``backend(crops) -> heatmaps`` (see the module docstring).
+
+    Subclasses set ``name`` (torch | onnxruntime | ...), ``device`` and ``info`` and implement :meth:`forward`.
+    """
+
+    name: str = "backend"
+    device: torch.device = torch.device("cpu")
+    info: ModelInfo
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        if crops.dim() != 4 or crops.shape[1] != 3:
+            raise ValueError(f"{self.name} backend expects RGB crops (N, 3, H, W), got {tuple(crops.shape)}")
+        width, height = self.info.input_size
+        if tuple(crops.shape[2:]) != (height, width):
+            raise ValueError(f"{self.name} backend expects {height}x{width} crops (the model's input size), got "
+                             f"{tuple(crops.shape[2:])}")
+        return self.forward(crops)
+
+    @property
+    def config(self) -> Config:
+        """The resolved training config the model was built with."""
+        return config_from_dict(self.info.config or {})
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": str(self.device), "input_size": list(self.info.input_size)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device}, input_size={self.info.input_size})"
