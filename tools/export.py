@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from keypoints.backends import ModelInfo, TorchBackend, load_backend
 from keypoints.backends.onnx import INPUT_DTYPES, OnnxBackend, export_onnx

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from keypoints.data.synthetic import make_synthetic_dataset  # noqa: E402
-from keypoints.utils.cli import run_cli  # noqa: E402
+from keypoints.data.synthetic import make_synthetic_dataset
+from keypoints.utils.cli import run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -28,32 +28,29 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import torch
+from torch.nn.parallel import DistributedDataParallel
 
-import torch  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
-
-from keypoints.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
-from keypoints.data import build_dataloader, build_dataset  # noqa: E402
-from keypoints.backends import ModelInfo, TorchBackend  # noqa: E402
-from keypoints.engine import NonFiniteLossError, evaluate, train_one_epoch  # noqa: E402
-from keypoints.evaluation import RESULTS_FILENAME, CocoKeypointEvaluator  # noqa: E402
-from keypoints.inference import TopDownInference  # noqa: E402
-from keypoints.losses import KeypointMSELoss  # noqa: E402
-from keypoints.models import build_model  # noqa: E402
-from keypoints.optim import build_optimizer, build_scheduler, scaled_lr  # noqa: E402
-from keypoints.utils import distributed as dist  # noqa: E402
-from keypoints.utils.checkpoint import (load_checkpoint, load_model_state, remove_stale_temporaries,  # noqa: E402
+from keypoints.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from keypoints.data import build_dataloader, build_dataset
+from keypoints.backends import ModelInfo, TorchBackend
+from keypoints.engine import NonFiniteLossError, evaluate, train_one_epoch
+from keypoints.evaluation import RESULTS_FILENAME, CocoKeypointEvaluator
+from keypoints.inference import TopDownInference
+from keypoints.losses import KeypointMSELoss
+from keypoints.models import build_model
+from keypoints.optim import build_optimizer, build_scheduler, scaled_lr
+from keypoints.utils import distributed as dist
+from keypoints.utils.checkpoint import (load_checkpoint, load_model_state, remove_stale_temporaries,
                                        save_checkpoint)
-from keypoints.utils.logging import MetricWriter, setup_logging  # noqa: E402
-from keypoints.utils.runtime import amp_settings, check_output_dir, seed_everything, select_device  # noqa: E402
-from keypoints.visualize import plot_training_curves  # noqa: E402
-from keypoints.utils.cli import run_cli  # noqa: E402
+from keypoints.utils.logging import MetricWriter, setup_logging
+from keypoints.utils.runtime import amp_settings, check_output_dir, seed_everything, select_device
+from keypoints.visualize import plot_training_curves
+from keypoints.utils.cli import run_cli
 
 logger = logging.getLogger("keypoints.train")
 
