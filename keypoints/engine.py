@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .evaluation import CocoKeypointEvaluator
 from .inference import TopDownInference
 from .postprocess import instance_areas
-from .utils.distributed import all_reduce_mean, is_main_process
+from .utils.distributed import all_reduce_mean, get_world_size, is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,14 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Any:
                 mininterval=0.5 if interactive else 30.0)
 
 
+def count_skipped(batch: dict) -> int:
+    """Items of a batch that stand in for an instance whose image could not be read (the dataset returns the next
+    readable one: its ``index`` differs from the ``requested`` one)."""
+    if "requested" not in batch:
+        return 0
+    return int((torch.as_tensor(batch["requested"]) != torch.as_tensor(batch["index"])).sum())
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: Callable[..., torch.Tensor], *,
                     device: torch.device, epoch: int, scaler: torch.amp.GradScaler | None = None,
@@ -58,7 +66,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     model.train()
     total = len(loader) if max_iters <= 0 else min(len(loader), max_iters)
     loss_sum = torch.zeros((), device=device)
-    seen = 0
+    seen = skipped = 0
     data_time = 0.0
     start = end = time.perf_counter()
     bar = _progress(loader, total, f"epoch {epoch}", progress and is_main_process())
@@ -89,6 +97,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         scheduler.step()
         loss_sum += loss.detach()
         seen += images.shape[0]
+        skipped += count_skipped(batch)
         end = time.perf_counter()
         if (it + 1) % log_interval == 0 or it + 1 == total:
             mean_loss = loss_sum.item() / (it + 1)
@@ -103,8 +112,14 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
                          "(lower data.batch_size)")
     elapsed = time.perf_counter() - start
     iters = min(it + 1, total)
-    return {"train_loss": loss_sum.item() / iters, "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": seen / elapsed, "data_wait": data_time / elapsed, "epoch_time_s": elapsed}
+    stats = {"train_loss": loss_sum.item() / iters, "lr": optimizer.param_groups[0]["lr"],
+             "samples_per_s": seen / elapsed, "data_wait": data_time / elapsed, "epoch_time_s": elapsed}
+    skipped = int(all_reduce_mean(torch.tensor(float(skipped), device=device)).item() * get_world_size() + 0.5)
+    if skipped:
+        stats["skipped_instances"] = skipped
+        logger.warning("epoch %d: %d instances on unreadable images were replaced by readable ones (see the "
+                       "warnings above; data.bad_images=error stops instead)", epoch, skipped)
+    return stats
 
 
 @torch.no_grad()
@@ -116,7 +131,7 @@ def evaluate(inference: TopDownInference, loader: Iterable, evaluator: CocoKeypo
     evaluator.reset()
     device = inference.backend.device
     loss_sum = torch.zeros((), device=device)
-    batches = 0
+    batches = skipped = 0
     start = time.perf_counter()
     for batch in _progress(loader, len(loader), "eval", progress and is_main_process()):
         keypoints, plain = inference.predict_crops(batch["image"], batch["center"], batch["scale"])
@@ -125,7 +140,13 @@ def evaluate(inference: TopDownInference, loader: Iterable, evaluator: CocoKeypo
             batches += 1
         evaluator.process(batch["image_id"], keypoints, batch["box_score"], instance_areas(batch["scale"]),
                           instance_ids=batch["index"])
+        skipped += count_skipped(batch)
     metrics = evaluator.evaluate()
+    skipped = int(all_reduce_mean(torch.tensor(float(skipped), device=device)).item() * get_world_size() + 0.5)
+    if skipped:
+        metrics["skipped_instances"] = skipped
+        logger.warning("%d instances were on unreadable images and got no prediction: their people count as missed "
+                       "in the AP", skipped)
     if loss_fn is not None and batches:
         metrics["val_loss"] = all_reduce_mean(loss_sum / batches).item()
     metrics["eval_time_s"] = time.perf_counter() - start

@@ -23,7 +23,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .utils.io import read_image
+from .utils.io import check_writable, read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -128,7 +128,11 @@ def open_video_writer(path: str | Path, fps: float, size: tuple[int, int]) -> tu
     """Writer of ``size`` (width, height) frames: mp4v into ``path`` (.mp4); if this OpenCV build cannot, MJPG into
     the same name with .avi. Returns the writer and the path actually written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path, "output video")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the folder of {path} ({e.strerror})") from None
     for fourcc, suffix in (("mp4v", path.suffix or ".mp4"), ("MJPG", ".avi")):
         target = path.with_suffix(suffix)
         writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*fourcc), fps, size)

@@ -142,6 +142,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.boxes_from and source.kind != "images":
         raise ValueError("--boxes-from applies to images and folders; videos and cameras use the detector or tracking")
     out = output_path(args, source.kind)
+    single_image = source.kind == "images" and out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1
+    check_writable(out, "--output", folder=source.kind == "images" and not single_image)
     given = load_given_boxes(args) if args.boxes_from else None
     names = image_id_lookup(args, given) if given is not None else None
     device = select_device(args.device)
@@ -181,7 +183,7 @@ def main(args: argparse.Namespace) -> dict:
             if args.save_json:  # kept only when asked for: a webcam runs for hours
                 frames_json.append({"index": frame.index, "name": frame.name, **prediction.to_dict()})
             if source.kind == "images":
-                target = out if out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1 else out / frame.name
+                target = out if single_image else out / frame.name
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     written = cv2.imwrite(str(target), canvas)

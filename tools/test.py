@@ -62,6 +62,9 @@ def print_table(metrics: dict, box_source: str) -> None:
     print(f"\nCOCO keypoint AP (boxes: {box_source})")
     print(" | ".join(f"{name:>6}" for name in COCO_STAT_NAMES))
     print(" | ".join(f"{metrics.get(name, 0.0):6.4f}" for name in COCO_STAT_NAMES))
+    if metrics.get("skipped_instances"):
+        print(f"note: {metrics['skipped_instances']} instances were on unreadable images and got no prediction; "
+              f"their people count as missed in the AP above")
 
 
 def write_json(path: str | None, data: dict) -> None:

@@ -50,7 +50,8 @@ class CocoKeypointDataset(Dataset):
     ``(K, h, w)``; ``target_weight`` float32 ``(K,)``; ``keypoints`` float32 ``(K, 3)`` (x, y in crop pixels,
     visibility); ``image_id`` int; ``center``, ``scale`` float32 ``(2,)``: the instance's crop box in image
     pixels before training augmentation (exactly the crop with the validation transform); ``box_score`` float32
-    scalar (1 for ground truth); ``index`` int (the instance actually returned). Detector boxes give zero
+    scalar (1 for ground truth); ``index`` int (the instance actually returned) and ``requested`` int (the instance
+    asked for: they differ when unreadable images were skipped, which the training and evaluation loops count). Detector boxes give zero
     heatmaps, weights and keypoints.
 
     ``stats`` holds the counts of kept and dropped images/instances per reason (and ``bad_images`` read so far
@@ -65,6 +66,9 @@ class CocoKeypointDataset(Dataset):
         self.ann_file, self.image_dir = str(ann_file), str(image_dir)
         if not os.path.isdir(self.image_dir):
             raise FileNotFoundError(f"image folder not found: {self.image_dir} (check data.root and the image dir)")
+        if next(os.scandir(self.image_dir), None) is None:
+            raise FileNotFoundError(f"image folder {self.image_dir} is empty; put the images named by {ann_file} "
+                                    f"there (check data.root and the image dir)")
         self.codec, self.transform = codec, transform
         self.bad_images, self.padding = bad_images, float(padding)
         self.aspect_ratio = codec.input_size[0] / codec.input_size[1]
@@ -190,7 +194,9 @@ class CocoKeypointDataset(Dataset):
             if path in self._bad_paths:
                 continue
             try:
-                return self._load(i, path)
+                item = self._load(i, path)
+                item["requested"] = index  # != "index" when unreadable images were skipped: the loops count it
+                return item
             except BadImageError as e:
                 if self.bad_images == "error":
                     if e.problem == "image file not found":

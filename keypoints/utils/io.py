@@ -50,17 +50,19 @@ def read_image(path: str | Path, exif: bool = False):
     return image
 
 
-def check_writable(path: str | Path | None, what: str = "output file") -> None:
-    """Fail early, with one line, when ``path`` could not be written: it is a folder, lies under a regular file, or
-    its nearest existing folder is not writable. Nothing is created. ``None`` passes."""
+def check_writable(path: str | Path | None, what: str = "output file", folder: bool = False) -> None:
+    """Fail early, with one line, when ``path`` could not be written: a file path that is a folder (or a folder path
+    that is a file), a path under a regular file, or one whose nearest existing folder is not writable. Nothing is
+    created. ``None`` passes."""
     import os
 
     if path is None:
         return
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{what} {path} is a folder; pass a file name")
-    parent = path.parent
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{what} {path} is a {'file' if folder else 'folder'}; pass a "
+                         f"{'folder' if folder else 'file name'}")
+    parent = path if folder and path.is_dir() else path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
