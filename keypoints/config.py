@@ -229,9 +229,49 @@ def config_to_dict(cfg: Any) -> dict:
     return convert(cfg)
 
 
+# Value ranges checked when a config is built: (section.key, lowest allowed, highest allowed or None, what it is).
+RANGES = (
+    ("model.width_mult", 1e-6, None, "a positive multiplier"), ("model.light_expansion", 1, None, "at least 1"),
+    ("model.bn_momentum", 0.0, 1.0, "0 (defaults) or a momentum in (0, 1]"),
+    ("model.dyrelu.reduction", 1, None, "at least 1"), ("model.dyrelu.k", 1, None, "at least 1"),
+    ("model.dyrelu.tau", 1e-6, None, "positive"), ("model.dyrelu.gamma", 1e-6, None, "positive"),
+    ("data.sigma", 1e-6, None, "positive (heatmap cells)"), ("data.padding", 1e-6, None, "positive"),
+    ("data.batch_size", 1, None, "at least 1"), ("data.workers", 0, None, "0 (load in the main process) or more"),
+    ("aug.flip_prob", 0.0, 1.0, "a probability"), ("aug.half_body_prob", 0.0, 1.0, "a probability"),
+    ("aug.upper_body_prob", 0.0, 1.0, "a probability"), ("aug.rotation_prob", 0.0, 1.0, "a probability"),
+    ("aug.shift_prob", 0.0, 1.0, "a probability"), ("aug.rotation_max", 0.0, 180.0, "degrees in [0, 180]"),
+    ("train.epochs", 1, None, "at least 1"), ("train.lr", 1e-12, None, "positive"),
+    ("train.base_batch_size", 1, None, "at least 1"), ("train.weight_decay", 0.0, None, "0 or more"),
+    ("train.warmup_iters", 0, None, "0 or more"), ("train.warmup_factor", 1e-12, 1.0, "in (0, 1]"),
+    ("train.grad_clip", 0.0, None, "0 (off) or more"), ("train.val_interval", 1, None, "at least 1 epoch"),
+    ("train.log_interval", 1, None, "at least 1 iteration"), ("train.max_iters_per_epoch", 0, None, "0 or more"),
+    ("train.ohkm_topk", 1, None, "at least 1"), ("test.batch_size", 1, None, "at least 1"),
+    ("test.det_score_thr", 0.0, None, "0 or more"), ("test.kpt_score_thr", 0.0, None, "0 or more"),
+    ("test.oks_nms_thr", 0.0, 1.0, "an OKS in [0, 1]"),
+)
+
+
+def check_ranges(cfg: Config) -> Config:
+    """One-line ``ValueError`` for a value outside its range (see :data:`RANGES`) or a non-positive size."""
+    for key, low, high, what in RANGES:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"config key '{key}' is {value!r}; it must be {what}")
+    for key in ("input_size", "heatmap_size"):
+        size = getattr(cfg.data, key)
+        if min(size) <= 0:
+            raise ValueError(f"config key 'data.{key}' is {list(size)}; it must be a positive [width, height]")
+    lo, hi = cfg.aug.scale_range
+    if not 0 < lo <= hi:
+        raise ValueError(f"config key 'aug.scale_range' is {[lo, hi]}; it must be [low, high] with 0 < low <= high")
+    return cfg
+
+
 def config_from_dict(data: dict) -> Config:
-    """Build a ``Config`` from a (partial) nested dict; missing keys keep their defaults."""
-    return _from_dict(Config, _merge(config_to_dict(Config()), data or {}))
+    """Build a ``Config`` from a (partial) nested dict; missing keys keep their defaults; values are range-checked."""
+    return check_ranges(_from_dict(Config, _merge(config_to_dict(Config()), data or {})))
 
 
 # ----------------------------------------------------------------------------- files and overrides
