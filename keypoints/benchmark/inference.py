@@ -106,7 +106,7 @@ def start_backend(runtime: str, model: nn.Module, info: ModelInfo, *, threads: i
     if runtime == "compiled":
         from ..backends.compiled import CompiledBackend
 
-        return CompiledBackend(copy.deepcopy(model).eval(), info, threads=threads), ""
+        return CompiledBackend(model, info, threads=threads), ""  # compiles a fused copy on the first call
     if runtime == "onnxruntime":
         from ..backends.onnx import OnnxBackend
 
