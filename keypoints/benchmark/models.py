@@ -28,7 +28,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..backends import ModelInfo, TorchBackend
 from ..config import Config
-from ..constants import FLIP_INDEX
 from ..models import build_model
 from .report import ratio
 from .timing import interleaved_medians, sync
@@ -95,10 +94,12 @@ def saved_tensor_bytes(model: nn.Module, batch: int, hw: tuple[int, int]) -> int
     return sum(n for ptr, n in storages.items() if ptr not in params)
 
 
-def latency_fn(model: nn.Module, batch: int, hw: tuple[int, int]) -> Callable[[], None]:
-    """One forward pass of ``model`` through the PyTorch eager backend (eval, no grad, channels_last) on
-    ``batch`` random uint8 crops of ``hw`` = (H, W): the "eager" runtime of the inference section."""
-    info = ModelInfo(input_size=(hw[1], hw[0]), heatmap_size=(hw[1] // 4, hw[0] // 4), flip_index=tuple(FLIP_INDEX))
+def latency_fn(model: nn.Module, batch: int, cfg: Config, hw: tuple[int, int]) -> Callable[[], None]:
+    """One forward pass of ``model`` (built from ``cfg``) through the PyTorch eager backend (eval, no grad,
+    channels_last) on ``batch`` random uint8 crops of ``hw`` = (H, W): the "eager" runtime of the inference
+    section."""
+    info = dataclasses.replace(ModelInfo.from_config(cfg), input_size=(hw[1], hw[0]),
+                               heatmap_size=(hw[1] // 4, hw[0] // 4))
     backend = TorchBackend(model.eval(), info, "cpu", channels_last=True)
     images = torch.randint(0, 256, (batch, 3, *hw), dtype=torch.uint8)
     return lambda: backend(images)
@@ -161,7 +162,7 @@ def measure_models(configs: dict[str, Config], settings: BenchSettings) -> list[
         rows[name] = {"config": name, "params_m": count_params(model) / 1e6, "macs_g": count_macs(model, hw) / 1e9}
         models[name] = (model, hw)
     for batch in settings.latency_batches:
-        fns = {name: latency_fn(m, batch, hw) for name, (m, hw) in models.items()}
+        fns = {name: latency_fn(m, batch, all_cfgs[name], hw) for name, (m, hw) in models.items()}
         for name, sec in interleaved_medians(fns, settings.repeats, settings.warmup).items():
             rows[name][f"latency_b{batch}_ms"] = sec * 1e3
     rows_train = _measure_training({name: (m, hw) for name, (m, hw) in models.items()}, settings)

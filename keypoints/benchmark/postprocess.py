@@ -8,13 +8,14 @@ backend) is measured in the same run: compare the share, not the absolute times.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
 from ..backends import ModelInfo, TorchBackend
 from ..codec import HeatmapCodec
 from ..config import Config
-from ..constants import FLIP_INDEX
 from ..evaluation import predictions_to_results
 from ..inference import decode_to_image, flip_back
 from ..models import build_model
@@ -22,9 +23,11 @@ from ..postprocess import instance_areas, nms_per_image, rescore
 from .timing import interleaved_medians
 
 
-def make_inputs(codec: HeatmapCodec, n: int, per_image: int, seed: int = 0) -> dict[str, np.ndarray]:
+def make_inputs(codec: HeatmapCodec, n: int, per_image: int, flip_index: Sequence[int], seed: int = 0
+                ) -> dict[str, np.ndarray]:
     """n crops of n / per_image images: heatmaps (unflipped and as the flipped crop would give), crop boxes."""
     rng = np.random.default_rng(seed)
+    k, flip = len(flip_index), list(flip_index)
     w_in, h_in = codec.input_size
     n_images = -(-n // per_image)
     image_ids = np.repeat(np.arange(n_images), per_image)[:n]
@@ -34,18 +37,18 @@ def make_inputs(codec: HeatmapCodec, n: int, per_image: int, seed: int = 0) -> d
     who = rng.integers(0, 5, n)
     center = people_center[image_ids, who] + rng.normal(0, 4, (n, 2))
     scale = people_scale[image_ids, who] * rng.uniform(0.95, 1.05, (n, 1))
-    pose = rng.uniform([0.2 * w_in, 0.1 * h_in], [0.8 * w_in, 0.9 * h_in], (n_images, 5, 17, 2))
-    crop_xy = pose[image_ids, who] + rng.normal(0, 2, (n, 17, 2))
-    heatmaps = np.empty((n, 17, codec.heatmap_size[1], codec.heatmap_size[0]), dtype=np.float32)
+    pose = rng.uniform([0.2 * w_in, 0.1 * h_in], [0.8 * w_in, 0.9 * h_in], (n_images, 5, k, 2))
+    crop_xy = pose[image_ids, who] + rng.normal(0, 2, (n, k, 2))
+    heatmaps = np.empty((n, k, codec.heatmap_size[1], codec.heatmap_size[0]), dtype=np.float32)
     flipped = np.empty_like(heatmaps)
     for i in range(n):
-        amplitude = rng.uniform(0.2, 0.9, (17, 1, 1)).astype(np.float32)
-        hm, _ = codec.encode(crop_xy[i], np.ones(17))
+        amplitude = rng.uniform(0.2, 0.9, (k, 1, 1)).astype(np.float32)
+        hm, _ = codec.encode(crop_xy[i], np.ones(k))
         heatmaps[i] = hm * amplitude
         mirrored = crop_xy[i].copy()
         mirrored[:, 0] = w_in - 1 - mirrored[:, 0]
-        hm, _ = codec.encode(mirrored[list(FLIP_INDEX)], np.ones(17))
-        flipped[i] = hm * amplitude[list(FLIP_INDEX)]
+        hm, _ = codec.encode(mirrored[flip], np.ones(k))
+        flipped[i] = hm * amplitude[flip]
     noise = rng.normal(0, 0.01, heatmaps.shape).astype(np.float32)
     return {"heatmaps": heatmaps + noise, "flipped": flipped + noise, "center": center.astype(np.float32),
             "scale": scale.astype(np.float32), "image_ids": image_ids,
@@ -53,7 +56,7 @@ def make_inputs(codec: HeatmapCodec, n: int, per_image: int, seed: int = 0) -> d
 
 
 def time_postprocess(codec: HeatmapCodec, inputs: dict, refine: str, batch_size: int, device: torch.device,
-                     repeats: int) -> tuple[dict[str, float], int]:
+                     repeats: int, flip_index: Sequence[int]) -> tuple[dict[str, float], int]:
     """(median seconds of each stage over all the instances in ``inputs``, instances NMS kept)."""
     n = len(inputs["heatmaps"])
     hm = torch.from_numpy(inputs["heatmaps"]).to(device)
@@ -68,7 +71,7 @@ def time_postprocess(codec: HeatmapCodec, inputs: dict, refine: str, batch_size:
 
     def flip_stage() -> None:
         for j, b in enumerate(batches):
-            averaged[j] = (hm[b] + flip_back(hm_flip[b], FLIP_INDEX, shift=True)) * 0.5
+            averaged[j] = (hm[b] + flip_back(hm_flip[b], flip_index, shift=True)) * 0.5
 
     def decode_stage() -> None:
         for j, b in enumerate(batches):
@@ -110,11 +113,12 @@ def measure_postprocess(cfg: Config, *, instances: int = 1000, per_image: int = 
     device = torch.device(device)
     codec = HeatmapCodec(input_size=cfg.data.input_size, heatmap_size=cfg.data.heatmap_size, sigma=cfg.data.sigma)
     forward_1k = forward_seconds_per_crop(cfg, device, repeats, forward_batch) * 1e6
-    inputs = make_inputs(codec, instances, per_image)
+    flip_index = ModelInfo.from_config(cfg).flip_index
+    inputs = make_inputs(codec, instances, per_image, flip_index)
     per_1k = 1000 / instances * 1e3  # seconds over all instances -> ms per 1,000
     out = {"forward_ms": forward_1k, "images": int(len(np.unique(inputs["image_ids"]))), "refine": {}}
     for refine in ("standard", "dark"):
-        times, kept = time_postprocess(codec, inputs, refine, batch_size, device, repeats)
+        times, kept = time_postprocess(codec, inputs, refine, batch_size, device, repeats, flip_index)
         stages = {k: v * per_1k for k, v in times.items()}
         total = sum(v for k, v in stages.items() if not k.startswith("evaluator"))
         out["refine"][refine] = {"stages_ms": stages, "kept": kept, "total_ms": total,
