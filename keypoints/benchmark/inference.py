@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,6 +115,9 @@ def start_backend(runtime: str, model: nn.Module, info: ModelInfo, *, threads: i
         return OnnxBackend(path, threads=threads), graph
     if runtime == "openvino":
         from ..backends.openvino import OpenVinoBackend
+
+        if importlib.util.find_spec("openvino") is None:  # the backend module is there, the package may not be
+            raise ImportError("No module named 'openvino'")
 
         path, graph = onnx_file()
         return OpenVinoBackend(path, threads=threads), graph
