@@ -11,7 +11,8 @@ The graph is the network only: ``images`` (B, 3, H, W) RGB crops in [0, 255] (fl
 decoding (keypoints/inference.py) and rescoring and OKS-NMS (keypoints/postprocess.py) stay outside the graph and
 are shared with every backend; the model metadata they need (input and heatmap size, flip index, normalisation,
 the resolved config) is stored in the file. Parity is checked the way users compare models: COCO keypoint AP of
-the checkpoint and of the export on the --check-data val set (default tests/data/coco_mini), ground-truth boxes,
+the checkpoint and of the export on the --check-data val set (default tests/data/coco_mini for person models, the
+model's own data.root for other keypoints; the file stores the dataset metadata too), ground-truth boxes,
 flip test, the same crops; the export is refused (and deleted) when |delta AP| exceeds --ap-tolerance.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from keypoints.backends import ModelInfo, TorchBackend, load_backend
 from keypoints.backends.onnx import INPUT_DTYPES, OnnxBackend, export_onnx
+from keypoints.benchmark.timing import interleaved_medians
 from keypoints.data import build_dataloader, build_dataset
 from keypoints.engine import evaluate
 from keypoints.evaluation import CocoKeypointEvaluator
@@ -44,8 +46,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     p.add_argument("--input-dtype", default="float32", choices=list(INPUT_DTYPES), help="dtype of the graph input")
     p.add_argument("--dynamo", action="store_true", help="use the torch.export-based exporter (slower to export)")
-    p.add_argument("--check-data", default=str(DEFAULT_CHECK_DATA),
-                   help="COCO root (annotations/person_keypoints_val2017.json, val2017/) for the AP parity check")
+    p.add_argument("--check-data", help="COCO root with the val annotation file and images (data.val_ann, "
+                   "data.val_images) for the AP parity check (default: tests/data/coco_mini for person models, else "
+                   "the model's data.root)")
     p.add_argument("--ap-tolerance", type=float, default=0.002, help="largest accepted |AP(torch) - AP(ONNX)|")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: every core)")
     p.add_argument("--timing-runs", type=int, default=20, help="batch-1 runs timed in ONNX Runtime (0: no timing)")
@@ -57,26 +60,24 @@ def coco_ap(backend, cfg, root: Path) -> tuple[dict, np.ndarray]:
     decoded keypoints of every instance ``(N, K, 3)``, through the one evaluation path."""
     data = dataclasses.replace(cfg.data, root=str(root), workers=0)
     cfg = dataclasses.replace(cfg, data=data, test=dataclasses.replace(cfg.test, boxes="gt", flip=True))
-    dataset = build_dataset(cfg, "val")
+    meta = backend.info.metadata
+    if meta.is_coco_person and Path(root) == DEFAULT_CHECK_DATA:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, val_ann="annotations/person_keypoints_val2017.json", val_images="val2017"))
+    dataset = build_dataset(cfg, "val", metadata=meta)
     loader = build_dataloader(dataset, cfg, train=False)
     evaluator = CocoKeypointEvaluator(dataset.ann_file, box_source="ground-truth boxes",
-                                      oks_nms_thr=cfg.test.oks_nms_thr, kpt_score_thr=cfg.test.kpt_score_thr)
+                                      oks_nms_thr=cfg.test.oks_nms_thr, kpt_score_thr=cfg.test.kpt_score_thr,
+                                      sigmas=meta.sigmas, category_id=meta.category_id)
     metrics = evaluate(TopDownInference.from_config(backend, cfg), loader, evaluator, progress=False)
     return metrics, evaluator.predictions()["keypoints"]
 
 
 def time_backend(backend: OnnxBackend, input_size: tuple[int, int], repeats: int) -> float:
-    """Median milliseconds per crop at batch 1 (after two warm-up runs)."""
+    """Median milliseconds per crop at batch 1 (after two warm-up runs), timed by the benchmarks' helper."""
     width, height = input_size
     one = np.random.default_rng(0).integers(0, 256, (1, 3, height, width)).astype(np.uint8)
-    for _ in range(2):
-        backend.run_numpy(one)
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        backend.run_numpy(one)
-        times.append(time.perf_counter() - tic)
-    return float(np.median(times) * 1000)
+    return interleaved_medians({"onnxruntime": lambda: backend.run_numpy(one)}, repeats, warmup=2)["onnxruntime"] * 1e3
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -88,7 +89,7 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError(f"{args.checkpoint} is not a training checkpoint")
     cfg = torch_backend.config
     tic = time.perf_counter()
-    info = ModelInfo.from_config(cfg, torch_backend.info.config)
+    info = ModelInfo.from_config(cfg, torch_backend.info.config, torch_backend.info.metadata)
     path = export_onnx(torch_backend.model, args.output, info=info, batch=args.batch, opset=args.opset,
                        input_dtype=args.input_dtype, dynamo=args.dynamo)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, batch {args.batch}, input "
@@ -98,15 +99,17 @@ def main(args: argparse.Namespace) -> dict:
     try:
         if args.batch != "dynamic":
             cfg = dataclasses.replace(cfg, test=dataclasses.replace(cfg.test, batch_size=int(args.batch)))
-        reference, ref_kpts = coco_ap(torch_backend, cfg, Path(args.check_data))
-        exported, ort_kpts = coco_ap(onnx_backend, cfg, Path(args.check_data))
+        check_data = Path(args.check_data) if args.check_data else \
+            DEFAULT_CHECK_DATA if info.metadata.is_coco_person else Path(cfg.data.root)
+        reference, ref_kpts = coco_ap(torch_backend, cfg, check_data)
+        exported, ort_kpts = coco_ap(onnx_backend, cfg, check_data)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     delta = abs(reference["AP"] - exported["AP"])
     moved = float(np.abs(ref_kpts[..., :2] - ort_kpts[..., :2]).max()) if len(ref_kpts) else 0.0
     ok = delta <= args.ap_tolerance
-    print(f"COCO AP on {args.check_data} val ({reference['num_predictions']} instances, ground-truth boxes, flip "
+    print(f"COCO AP on {check_data} val ({reference['num_predictions']} instances, ground-truth boxes, flip "
           f"test): PyTorch {reference['AP']:.4f}, ONNX Runtime {exported['AP']:.4f}, |delta| {delta:.4f} "
           f"({'within' if ok else 'ABOVE'} {args.ap_tolerance:g}); keypoints differ by at most {moved:.3f} px")
     if not ok:
