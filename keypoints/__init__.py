@@ -1,7 +1,8 @@
-"""Top-down COCO person keypoints with MobileNetV3 + Dynamic ReLU.
+"""Top-down keypoints (COCO person by default, or any COCO-format keypoint dataset) with MobileNetV3 + Dynamic ReLU.
 
-``from keypoints import PoseEstimator`` is the Python API (:mod:`keypoints.predictor`); it is imported on first
-use so that ``import keypoints`` stays cheap (no torch, no OpenCV).
+``from keypoints import PoseEstimator`` is the Python API (:mod:`keypoints.predictor`); ``DatasetMeta``
+(:mod:`keypoints.metadata`) describes a dataset's keypoints. Both are imported on first use so that
+``import keypoints`` stays cheap (no torch, no OpenCV).
 """
 import os
 
@@ -10,7 +11,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 
-__all__ = ["PoseEstimator", "PoseResult", "Prediction", "__version__"]
+__all__ = ["PoseEstimator", "PoseResult", "Prediction", "DatasetMeta", "__version__"]
 
 
 def __getattr__(name: str):
@@ -18,4 +19,8 @@ def __getattr__(name: str):
         from . import predictor
 
         return getattr(predictor, name)
+    if name == "DatasetMeta":
+        from .metadata import DatasetMeta
+
+        return DatasetMeta
     raise AttributeError(f"module 'keypoints' has no attribute {name!r}")

@@ -49,7 +49,8 @@ class ModelConfig:
     deconv_channels: tuple[int, ...] = (256, 256, 256)  # one ConvTranspose2d(k4, s2) layer per entry
     light_channels: tuple[int, ...] = (128, 64, 32)  # light head widths at strides 16, 8, 4
     light_expansion: int = 4  # expansion ratio of the light head's inverted-residual blocks
-    num_keypoints: int = 17  # heatmap channels
+    num_keypoints: int = 17  # heatmap channels; tools/train.py sets it from the dataset's keypoints (it is an error to
+    #                          set it in a config to a count other than the dataset's); 17 is the COCO person
     bn_momentum: float = 0.0  # 0 keeps the defaults (torchvision's 0.01 in backbone and light head, 0.1 in the
     #                           deconv head); otherwise every BatchNorm's momentum (0.1 adapts faster in short runs)
     pretrained: str = "none"  # none | torchvision (torch hub cache, never downloaded) | path to a state dict
@@ -70,6 +71,14 @@ class DataConfig:
     batch_size: int = 64  # per process (GPU); the total batch is batch_size * world_size
     workers: int = 4  # DataLoader worker processes per process
     bad_images: str = "skip"  # missing or corrupt image files: skip (counted and logged) | error
+    # What the annotation file's category (keypoint names, skeleton) cannot say; see keypoints/metadata.py.
+    category_id: int = 0  # COCO category to train on; 0: the file's only category with keypoints
+    flip_pairs: tuple[tuple[int | str, int | str], ...] | None = None  # left/right pairs (names or 0-based
+    #                       indices); null: inferred from left/right words in the names; []: nothing swaps on a flip
+    oks_sigmas: tuple[float, ...] = ()  # OKS sigma per keypoint; empty: COCO's for person, else default_sigma
+    default_sigma: float = 0.05  # OKS sigma of every keypoint when oks_sigmas is empty (not the COCO person)
+    upper_body: tuple[int | str, ...] | None = None  # half-body "upper" keypoints (names or indices); null: COCO's
+    #                                                  for person, none otherwise (no half-body crops); [] for none
 
 
 @dataclass
@@ -231,7 +240,9 @@ def config_to_dict(cfg: Any) -> dict:
 
 # Value ranges checked when a config is built: (section.key, lowest allowed, highest allowed or None, what it is).
 RANGES = (
-    ("model.width_mult", 1e-6, None, "a positive multiplier"), ("model.light_expansion", 1, None, "at least 1"),
+    ("model.width_mult", 1e-6, None, "a positive multiplier"), ("model.num_keypoints", 1, None, "at least 1"),
+    ("data.category_id", 0, None, "0 (the file's keypoint category) or a category id"),
+    ("data.default_sigma", 1e-6, None, "a positive OKS sigma"), ("model.light_expansion", 1, None, "at least 1"),
     ("model.bn_momentum", 0.0, 1.0, "0 (defaults) or a momentum in (0, 1]"),
     ("model.dyrelu.reduction", 1, None, "at least 1"), ("model.dyrelu.k", 1, None, "at least 1"),
     ("model.dyrelu.tau", 1e-6, None, "positive"), ("model.dyrelu.gamma", 1e-6, None, "positive"),
@@ -315,10 +326,16 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
+def read_config_data(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
+    """The keys a YAML file (and its ``_base_`` chain) and ``key=value`` overrides set, as a nested dict (what
+    :func:`load_config` puts over the schema defaults; tells a value given from a default left alone)."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    return apply_overrides(data, overrides)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Schema defaults <- YAML file (and its ``_base_`` chain) <- ``key=value`` overrides."""
-    data = _read_yaml(Path(path)) if path is not None else {}
-    return config_from_dict(apply_overrides(data, overrides))
+    return config_from_dict(read_config_data(path, overrides))
 
 
 def dump_config(cfg: Config) -> str:

@@ -12,6 +12,8 @@
 (box score x mean keypoint score above ``kpt_score_thr``), runs OKS-NMS per image, writes the COCO results JSON and
 runs ``COCOeval(iouType="keypoints")``: crowd and zero-keypoint ground truth are ignored there, at most 20 detections
 per image count. :func:`evaluate_results_file` scores an existing results file from any model the same way.
+The dataset's keypoints enter as ``sigmas`` (``COCOeval.params.kpt_oks_sigmas``, also the NMS's) and
+``category_id`` (of the results, and the only category scored); both default to the COCO person.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ _REQUIRED_FIELDS = ("image_id", "category_id", "keypoints", "score")
 
 
 def _load_coco(ann_file: str | Path):
-    return load_coco(ann_file, hint="pass the path to annotations/person_keypoints_val2017.json (see data.root and "
-                                    "data.val_ann)")
+    return load_coco(ann_file, hint="pass the path of the validation annotation file, e.g. "
+                                    "annotations/person_keypoints_val2017.json (see data.root and data.val_ann)")
 
 
 def _to_numpy(x: Any, dtype: Any) -> np.ndarray:
@@ -88,7 +90,7 @@ def validate_results(results: Any, coco_gt, *, num_keypoints: int = len(OKS_SIGM
             raise ValueError(f"results entry {i} has NaN or infinite keypoints or score")
         if r["category_id"] not in known_cats:
             raise ValueError(f"results entry {i} has category_id {r['category_id']!r}; the annotation file has "
-                             f"{sorted(known_cats)} (person is {PERSON_CATEGORY_ID})")
+                             f"{sorted(known_cats)}")
     _check_image_ids([r["image_id"] for r in results], coco_gt)
 
 
@@ -102,16 +104,18 @@ def _check_image_ids(image_ids: Sequence, coco_gt) -> None:
 
 
 def evaluate_results(results: list[dict], coco_gt, *, sigmas: Sequence[float] = OKS_SIGMAS,
-                     box_source: str = "unknown") -> dict[str, float]:
-    """Run ``COCOeval(iouType="keypoints")`` on a validated results list (left unmodified); returns the 10 stats
-    under :data:`keypoints.constants.COCO_STAT_NAMES` plus ``num_instances``. An empty list gives all-zero stats and
-    a warning (pycocotools' ``loadRes`` cannot load an empty list)."""
+                     box_source: str = "unknown", category_id: int | None = None) -> dict[str, float]:
+    """Run ``COCOeval(iouType="keypoints")`` on a validated results list (left unmodified) with the OKS ``sigmas``
+    ``(K,)``; returns the 10 stats under :data:`keypoints.constants.COCO_STAT_NAMES` plus ``num_instances``.
+    ``category_id`` restricts the scoring to that category (``params.catIds``; None: every category of the file,
+    pycocotools' default). An empty list gives all-zero stats and a warning (pycocotools' ``loadRes`` cannot load an
+    empty list)."""
     from pycocotools.cocoeval import COCOeval
 
     print(f"COCO keypoint evaluation: {len(results)} instances, boxes: {box_source}")
     if len(results) == 0:
         message = ("no keypoint predictions to evaluate: all COCO keypoint stats are reported as 0.0 "
-                   f"(boxes: {box_source}); check that the box source yields person boxes for these images")
+                   f"(boxes: {box_source}); check that the box source yields boxes for these images")
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         logger.warning(message)
         return _zero_metrics()
@@ -119,6 +123,8 @@ def evaluate_results(results: list[dict], coco_gt, *, sigmas: Sequence[float] = 
     coco_eval = COCOeval(coco_gt, coco_dt, iouType="keypoints")
     coco_eval.params.useSegm = None
     coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+    if category_id is not None:
+        coco_eval.params.catIds = [int(category_id)]
     coco_eval.evaluate()
     coco_eval.accumulate()
     coco_eval.summarize()
@@ -130,19 +136,19 @@ def evaluate_results(results: list[dict], coco_gt, *, sigmas: Sequence[float] = 
 
 
 def evaluate_results_file(results_path: str | Path, ann_file: str | Path, *, sigmas: Sequence[float] = OKS_SIGMAS,
-                          box_source: str = "unknown") -> dict[str, float]:
+                          box_source: str = "unknown", category_id: int | None = None) -> dict[str, float]:
     """Score an existing COCO keypoint results JSON (from any model) against ``ann_file``; see
     :func:`evaluate_results`. The file is validated first (:func:`validate_results`)."""
     results = read_json(results_path, "results file", hint="pass a COCO keypoint results JSON")
     coco_gt = _load_coco(ann_file)
     validate_results(results, coco_gt, num_keypoints=len(sigmas))
-    return evaluate_results(results, coco_gt, sigmas=sigmas, box_source=box_source)
+    return evaluate_results(results, coco_gt, sigmas=sigmas, box_source=box_source, category_id=category_id)
 
 
 def predictions_to_results(image_ids: np.ndarray, keypoints: np.ndarray, box_scores: np.ndarray, areas: np.ndarray,
                            *, kpt_score_thr: float = 0.2, oks_nms_thr: float = 0.9, soft_nms: bool = False,
-                           sigmas: Sequence[float] = OKS_SIGMAS) -> list[dict]:
-    """Rescore, OKS-NMS per image and format as a COCO results list (one dict per kept instance).
+                           sigmas: Sequence[float] = OKS_SIGMAS, category_id: int = PERSON_CATEGORY_ID) -> list[dict]:
+    """Rescore, OKS-NMS per image and format as a COCO results list (one dict per kept instance of ``category_id``).
 
     ``image_ids (N,)``, ``keypoints (N, K, 3)`` in image pixels with scores, ``box_scores (N,)``, ``areas (N,)`` (image
     px^2). The reported score is the rescored one (box x mean keypoint score above ``kpt_score_thr``), also with
@@ -151,7 +157,7 @@ def predictions_to_results(image_ids: np.ndarray, keypoints: np.ndarray, box_sco
     keypoints = np.asarray(keypoints)
     keep, scores = select_instances(image_ids, keypoints, box_scores, areas, kpt_score_thr=kpt_score_thr,
                                     oks_nms_thr=oks_nms_thr, soft=soft_nms, sigmas=sigmas)
-    return [{"image_id": int(image_ids[i]), "category_id": PERSON_CATEGORY_ID,
+    return [{"image_id": int(image_ids[i]), "category_id": int(category_id),
              "keypoints": [float(v) for v in keypoints[i].reshape(-1)], "score": float(scores[i])} for i in keep]
 
 
@@ -170,29 +176,32 @@ class CocoKeypointEvaluator:
     """Accumulates top-down predictions and scores them with pycocotools (reset / process / evaluate).
 
     Args:
-        ann_file: COCO person-keypoint annotation file (e.g. ``person_keypoints_val2017.json``).
+        ann_file: COCO keypoint annotation file (e.g. ``person_keypoints_val2017.json``).
         output_dir: where :data:`RESULTS_FILENAME` is written (rank 0); ``None`` writes nothing.
         box_source: how the person boxes were obtained, printed with the result (``"ground-truth boxes"`` or the
             detections file).
         oks_nms_thr: OKS-NMS threshold per image (instances with OKS above it to a better one are dropped).
         soft_nms: soft OKS-NMS (mmpose's Gaussian variant, at most 20 per image) instead of hard OKS-NMS.
         kpt_score_thr: keypoint scores above this enter the instance score.
-        sigmas: per-keypoint OKS constants, used by the NMS and by COCOeval.
+        sigmas: per-keypoint OKS constants ``(K,)``, used by the NMS and by COCOeval (the dataset's).
+        category_id: category of the results and the only one scored (the dataset's).
     """
 
     def __init__(self, ann_file: str | Path, *, output_dir: str | Path | None = None,
                  box_source: str = "ground-truth boxes", oks_nms_thr: float = 0.9, soft_nms: bool = False,
-                 kpt_score_thr: float = 0.2, sigmas: Sequence[float] = OKS_SIGMAS) -> None:
+                 kpt_score_thr: float = 0.2, sigmas: Sequence[float] = OKS_SIGMAS,
+                 category_id: int = PERSON_CATEGORY_ID) -> None:
         self.ann_file = Path(ann_file)
         if not self.ann_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {self.ann_file}; pass the path to "
-                                    "annotations/person_keypoints_val2017.json (see data.root and data.val_ann)")
+            raise FileNotFoundError(f"COCO annotation file not found: {self.ann_file}; pass the path of the "
+                                    "validation annotation file (see data.root and data.val_ann)")
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.box_source = box_source
         self.oks_nms_thr = float(oks_nms_thr)
         self.soft_nms = bool(soft_nms)
         self.kpt_score_thr = float(kpt_score_thr)
         self.sigmas = tuple(float(s) for s in sigmas)
+        self.category_id = int(category_id)
         self.results_path: Path | None = None
         self._coco_gt = None
         self.reset()
@@ -283,13 +292,15 @@ class CocoKeypointEvaluator:
             return {}
         results = [] if preds is None else predictions_to_results(
             preds["image_ids"], preds["keypoints"], preds["box_scores"], preds["areas"],
-            kpt_score_thr=self.kpt_score_thr, oks_nms_thr=self.oks_nms_thr, soft_nms=self.soft_nms, sigmas=self.sigmas)
+            kpt_score_thr=self.kpt_score_thr, oks_nms_thr=self.oks_nms_thr, soft_nms=self.soft_nms, sigmas=self.sigmas,
+            category_id=self.category_id)
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.results_path = self.output_dir / RESULTS_FILENAME
             self.results_path.write_text(json.dumps(results))
             logger.info("wrote %d keypoint results to %s", len(results), self.results_path)
         _check_image_ids([r["image_id"] for r in results], self.coco_gt)
-        metrics = evaluate_results(results, self.coco_gt, sigmas=self.sigmas, box_source=self.box_source)
+        metrics = evaluate_results(results, self.coco_gt, sigmas=self.sigmas, box_source=self.box_source,
+                                   category_id=self.category_id)
         metrics["num_predictions"] = 0 if preds is None else len(preds["image_ids"])
         return metrics

@@ -12,6 +12,9 @@ The semantics follow the reference top-down recipe (SimpleBaseline/HRNet ``lib/n
 - OKS between two instances uses ``vars = (2 sigma)^2`` and the mean of the two instance areas,
   ``e = d^2 / vars / ((a_1 + a_2) / 2 + eps) / 2``, OKS = mean over joints of ``exp(-e)``;
 - the instance area is the product of the padded crop box sides, ``scale[0] * scale[1]``.
+
+``sigmas`` are the dataset's OKS constants ``(K,)`` (:attr:`keypoints.metadata.DatasetMeta.sigmas`); callers pass
+them, the default is the COCO person's.
 """
 from __future__ import annotations
 

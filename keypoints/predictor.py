@@ -7,7 +7,8 @@
     estimator = PoseEstimator.from_checkpoint("model.onnx")                             # ONNX Runtime
     prediction = estimator(cv2.imread("people.jpg"), boxes=[[x, y, w, h], ...])        # box_mode "given"
     for person in prediction.people:
-        person.keypoints, person.box, person.score     # (17, 3) x, y, score; (4,) xywh; pose score
+        person.keypoints, person.box, person.score     # (K, 3) x, y, score; (4,) xywh; pose score
+    estimator.metadata                                 # the model's keypoints (names, skeleton, sigmas, category)
 
 Without boxes the estimator's :class:`~keypoints.detection.BoxTracker` chooses them and the prediction says how
 (``box_mode``): ``detector`` (a torchvision detector with local weights, re-run every N frames), ``tracked``
@@ -18,7 +19,9 @@ images.
 Pipeline (one batch per image): :class:`keypoints.inference.TopDownInference` (box -> crop -> any backend with the
 flip test -> decode to image pixels; the same path as evaluation) -> :func:`keypoints.postprocess.select_instances`
 (pose score = box score x mean keypoint score above the threshold; OKS-NMS across the people of the frame, except
-for boxes given by the caller: one result per given box, in order).
+for boxes given by the caller: one result per given box, in order). The keypoints, OKS sigmas and category are
+the model file's (:attr:`PoseEstimator.metadata`): a model trained on another dataset (animals, hands, ...) needs no
+extra setting; a person detector only makes sense for person models.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from .backends import Backend, ModelInfo, TorchBackend, load_backend
 from .config import Config
 from .detection import BoxTracker, PersonDetector
 from .inference import TopDownInference
+from .metadata import DatasetMeta
 from .postprocess import instance_areas, select_instances
 
 
@@ -122,17 +126,24 @@ class PoseEstimator:
     def backend(self) -> Backend:
         return self.inference.backend
 
+    @property
+    def metadata(self) -> DatasetMeta:
+        """The model's dataset metadata (keypoint names, skeleton, OKS sigmas, category, drawing colours)."""
+        return self.backend.info.metadata
+
     def __repr__(self) -> str:
         return (f"PoseEstimator({self.backend!r}, flip={self.inference.flip}, detector={self.tracker.detector})")
 
     @classmethod
     def from_config(cls, model: nn.Module | Backend, cfg: Config, *, device: str | torch.device = "cpu",
                     flip: bool | None = None, detector: PersonDetector | None = None, redetect_every: int = 10,
-                    track_kpt_thr: float = 0.3, min_pose_score: float = 0.25) -> "PoseEstimator":
+                    track_kpt_thr: float = 0.3, min_pose_score: float = 0.25,
+                    metadata: DatasetMeta | None = None) -> "PoseEstimator":
         """Estimator for ``model`` (a pose network, run on ``device``, or any backend) with the geometry and test
-        settings of ``cfg`` (``flip`` None: ``cfg.test.flip``)."""
-        backend = model if isinstance(model, Backend) else TorchBackend(model.eval(), ModelInfo.from_config(cfg),
-                                                                        device)
+        settings of ``cfg`` (``flip`` None: ``cfg.test.flip``). ``metadata``: the keypoints a bare network was
+        trained on (default: COCO person for 17 heatmaps); a backend carries its own."""
+        backend = model if isinstance(model, Backend) else TorchBackend(
+            model.eval(), ModelInfo.from_config(cfg, metadata=metadata), device)
         tracker = BoxTracker(detector, redetect_every=redetect_every, kpt_thr=track_kpt_thr,
                              min_pose_score=min_pose_score)
         return cls(TopDownInference.from_config(backend, cfg, flip=flip), kpt_score_thr=cfg.test.kpt_score_thr,
@@ -160,7 +171,7 @@ class PoseEstimator:
         keypoints, _, scale = self.inference.predict_boxes(check_image(image_bgr), boxes, padding)
         areas = instance_areas(scale)
         _, scores = select_instances(np.zeros(len(boxes)), keypoints, box_scores, areas,
-                                     kpt_score_thr=self.kpt_score_thr, oks_nms_thr=None)
+                                     kpt_score_thr=self.kpt_score_thr, oks_nms_thr=None, sigmas=self.metadata.sigmas)
         return keypoints, scores, areas
 
     def __call__(self, image_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
@@ -182,7 +193,8 @@ class PoseEstimator:
         keypoints, _, scale = self.inference.predict_boxes(image_bgr, boxes, padding)
         order, scores = select_instances(np.zeros(len(boxes)), keypoints, scores_in, instance_areas(scale),
                                          kpt_score_thr=self.kpt_score_thr,
-                                         oks_nms_thr=None if mode == "given" else self.oks_nms_thr)
+                                         oks_nms_thr=None if mode == "given" else self.oks_nms_thr,
+                                         sigmas=self.metadata.sigmas)
         if mode == "given":
             order = np.arange(len(boxes))
         self.tracker.update(keypoints[order], scores[order], (w, h))

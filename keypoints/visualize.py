@@ -1,8 +1,9 @@
 """Drawing poses on BGR images (OpenCV) and plotting training curves (matplotlib, headless).
 
-Colours follow the usual COCO convention: left side green, right side orange, centre (face, torso
-crossings) blue. Images are BGR uint8 arrays ``(H, W, 3)``, keypoints ``(K, 3)`` = x, y, score in
-image pixels.
+Skeleton edges and colours are the dataset's (:class:`keypoints.metadata.DatasetMeta`: the COCO person by default);
+colours follow the usual COCO convention unless the metadata gives others: left side green, right side orange,
+centre (face, torso crossings) blue. Images are BGR uint8 arrays ``(H, W, 3)``, keypoints ``(K, 3)`` = x, y, score
+in image pixels.
 """
 from __future__ import annotations
 
@@ -13,24 +14,20 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .constants import KEYPOINT_NAMES, SKELETON
+from .metadata import CENTRE_COLOUR as CENTRE, LEFT_COLOUR as LEFT, RIGHT_COLOUR as RIGHT, DatasetMeta
 
-LEFT, RIGHT, CENTRE = (0, 200, 0), (0, 140, 255), (255, 120, 0)  # BGR
-
-
-def _side(index: int) -> tuple[int, int, int]:
-    name = KEYPOINT_NAMES[index]
-    return LEFT if name.startswith("left") else RIGHT if name.startswith("right") else CENTRE
-
-
-def limb_colour(a: int, b: int) -> tuple[int, int, int]:
-    ca, cb = _side(a), _side(b)
-    return ca if ca == cb else CENTRE
+__all__ = ["draw_pose", "draw_text", "draw_prediction", "plot_training_curves", "LEFT", "RIGHT", "CENTRE"]
 
 
 def draw_pose(image: np.ndarray, keypoints: np.ndarray, kpt_thr: float = 0.3, box: Sequence[float] | None = None,
-              label: str | None = None, thickness: int | None = None) -> np.ndarray:
-    """Draw one person's skeleton (and optional xywh box/label) on ``image`` in place; returns it."""
+              label: str | None = None, thickness: int | None = None,
+              metadata: DatasetMeta | None = None) -> np.ndarray:
+    """Draw one instance's skeleton (``metadata``'s edges and colours, default COCO person) and optional xywh
+    box/label on ``image`` in place; returns it."""
+    meta = metadata if metadata is not None else DatasetMeta.coco_person()
+    if len(keypoints) != meta.num_keypoints:
+        raise ValueError(f"draw_pose got {len(keypoints)} keypoints but the metadata has {meta.num_keypoints}; pass "
+                         f"the model's metadata (PoseEstimator.metadata)")
     h, w = image.shape[:2]
     t = thickness or max(1, round(min(h, w) / 240))
     kp = np.asarray(keypoints, dtype=np.float32)
@@ -40,13 +37,13 @@ def draw_pose(image: np.ndarray, keypoints: np.ndarray, kpt_thr: float = 0.3, bo
         if label:
             cv2.putText(image, label, (x, max(10, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t, (200, 200, 200), 1,
                         cv2.LINE_AA)
-    for a, b in SKELETON:
+    for a, b in meta.skeleton:
         if kp[a, 2] > kpt_thr and kp[b, 2] > kpt_thr:
             pa, pb = (int(round(kp[a, 0])), int(round(kp[a, 1]))), (int(round(kp[b, 0])), int(round(kp[b, 1])))
-            cv2.line(image, pa, pb, limb_colour(a, b), t + 1, cv2.LINE_AA)
+            cv2.line(image, pa, pb, meta.limb_colour(a, b), t + 1, cv2.LINE_AA)
     for i, (x, y, s) in enumerate(kp):
         if s > kpt_thr:
-            cv2.circle(image, (int(round(x)), int(round(y))), t + 2, _side(i), -1, cv2.LINE_AA)
+            cv2.circle(image, (int(round(x)), int(round(y))), t + 2, meta.colours[i], -1, cv2.LINE_AA)
     return image
 
 
@@ -62,14 +59,17 @@ def draw_text(image: np.ndarray, text: str, origin: tuple[int, int] = (8, 20)) -
 
 
 def draw_prediction(image: np.ndarray, prediction, kpt_thr: float = 0.3, fps: float | None = None,
-                    show_boxes: bool = True) -> np.ndarray:
-    """Skeletons (COCO colours) of a :class:`~keypoints.predictor.Prediction` on ``image`` in place, and a line
-    with the FPS, the box mode and the number of people."""
+                    show_boxes: bool = True, metadata: DatasetMeta | None = None) -> np.ndarray:
+    """Skeletons (``metadata``'s edges and colours, default COCO person) of a
+    :class:`~keypoints.predictor.Prediction` on ``image`` in place, and a line with the FPS, the box mode and the
+    number of instances."""
+    meta = metadata if metadata is not None else DatasetMeta.coco_person()
     for person in prediction.people:
         draw_pose(image, person.keypoints, kpt_thr=kpt_thr, box=person.box if show_boxes else None,
-                  label=f"{person.score:.2f}" if show_boxes else None)
+                  label=f"{person.score:.2f}" if show_boxes else None, metadata=meta)
     parts = [f"{fps:.1f} FPS"] if fps is not None else []
-    parts += [f"boxes: {prediction.box_mode}", f"{len(prediction.people)} people"]
+    what = "people" if meta.category_name == "person" else f"{meta.category_name}(s)"
+    parts += [f"boxes: {prediction.box_mode}", f"{len(prediction.people)} {what}"]
     return draw_text(image, " | ".join(parts))
 
 

@@ -1,4 +1,4 @@
-"""Draw COCO poses on images, folders, videos and webcams (left green, right orange, centre blue).
+"""Draw keypoints on images, folders, videos and webcams (the model's skeleton; left green, right orange, centre blue).
 
     # a folder of images with boxes from a COCO detections file (the quickstart's last step)
     python tools/demo.py --checkpoint outputs/quickstart/best.pth --input data/synthetic/val2017 \\
@@ -20,7 +20,9 @@ are written under --output (a folder) with their names; videos and cameras to --
 --output/<name>.mp4 when --output is a folder), one output frame per input frame (a warning says when a video
 stops decoding early). The flip test is off by default here (real time); --flip turns it on. Images are read with
 their EXIF orientation ignored, as datasets are; --exif rotates phone photos upright (not with --boxes-from,
-whose boxes refer to the stored pixels).
+whose boxes refer to the stored pixels). A model of another dataset (tools/train.py on any COCO keypoint file) is
+drawn with that dataset's skeleton and colours from its checkpoint; --boxes-from then reads the boxes of its
+category, and the person detector is left out (boxes: given, or full frame and tracking).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from keypoints.backends import BACKENDS
+from keypoints.backends import BACKENDS, load_backend
 from keypoints.coco_files import load_coco, read_detections
 from keypoints.detection import DETECTORS, PersonDetector, find_local_detector
 from keypoints.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, has_display, open_source, open_video_writer
@@ -85,9 +87,10 @@ def load_detector(args: argparse.Namespace, device) -> PersonDetector | None:
     return PersonDetector.from_weights(name, args.detector_weights, score_thr=args.det_score_thr, device=device)
 
 
-def load_given_boxes(args: argparse.Namespace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """image id -> (boxes (N, 4) xywh, scores (N,)) of the person detections scoring at least --det-score-thr."""
-    return read_detections(args.boxes_from, category_id=1, score_thr=args.det_score_thr).by_image()
+def load_given_boxes(args: argparse.Namespace, category_id: int = 1) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """image id -> (boxes (N, 4) xywh, scores (N,)) of the detections of ``category_id`` (the model's) scoring at
+    least --det-score-thr."""
+    return read_detections(args.boxes_from, category_id=category_id, score_thr=args.det_score_thr).by_image()
 
 
 def image_id_lookup(args: argparse.Namespace, given: dict) -> dict[str, int] | None:
@@ -144,19 +147,24 @@ def main(args: argparse.Namespace) -> dict:
     out = output_path(args, source.kind)
     single_image = source.kind == "images" and out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1
     check_writable(out, "--output", folder=source.kind == "images" and not single_image)
-    given = load_given_boxes(args) if args.boxes_from else None
-    names = image_id_lookup(args, given) if given is not None else None
     device = select_device(args.device)
-    detector = None if args.boxes_from else load_detector(args, device)
-    estimator = PoseEstimator.from_checkpoint(args.checkpoint, device=args.device, backend=args.backend,
-                                              onnx_path=args.onnx, threads=args.threads, flip=args.flip,
-                                              detector=detector, redetect_every=args.redetect_every,
-                                              track_kpt_thr=args.kpt_thr)
+    backend = load_backend(args.checkpoint, args.backend, device=device, threads=args.threads, onnx_path=args.onnx)
+    meta = backend.info.metadata
+    given = load_given_boxes(args, meta.category_id) if args.boxes_from else None
+    names = image_id_lookup(args, given) if given is not None else None
+    person = meta.category_name == "person"
+    if not person and not args.boxes_from and args.detector not in ("auto", "none"):
+        raise ValueError(f"--detector {args.detector} finds people, but the model's keypoints are of "
+                         f"{meta.category_name!r}; pass --boxes-from with boxes of that category, or --detector none")
+    detector = None if args.boxes_from or not person else load_detector(args, device)
+    estimator = PoseEstimator.from_config(backend, backend.config, flip=args.flip, detector=detector,
+                                          redetect_every=args.redetect_every, track_kpt_thr=args.kpt_thr)
     boxes_note = f"given ({args.boxes_from})" if given is not None else \
         f"detector {detector.name} every {args.redetect_every} frames, tracking between" if detector else \
         "no detector: full frame, then tracked from the keypoints" + (" (each image on its own)"
                                                                      if source.kind == "images" else "")
-    print(f"{source}; backend {estimator.backend.name}; person boxes: {boxes_note}; output {out}")
+    print(f"{source}; backend {estimator.backend.name}; keypoints: {meta.describe()}; boxes: {boxes_note}; "
+          f"output {out}")
     show = args.show and has_display()
     if args.show and not show:
         print("warning: --show ignored: no display (DISPLAY/WAYLAND_DISPLAY unset); writing files only",
@@ -177,7 +185,7 @@ def main(args: argparse.Namespace) -> dict:
             now = time.perf_counter()  # frame to frame: reading, predicting, drawing and writing the last one
             rate, last = 1.0 / max(now - last, 1e-6), now
             fps = rate if fps is None else 0.9 * fps + 0.1 * rate  # smoothed over about 10 frames
-            canvas = draw_prediction(frame.image, prediction, kpt_thr=args.kpt_thr, fps=fps)
+            canvas = draw_prediction(frame.image, prediction, kpt_thr=args.kpt_thr, fps=fps, metadata=meta)
             modes[prediction.box_mode] += 1
             people += len(prediction.people)
             if args.save_json:  # kept only when asked for: a webcam runs for hours
@@ -229,7 +237,8 @@ def main(args: argparse.Namespace) -> dict:
         Path(args.save_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.save_json).write_text(json.dumps({"input": str(args.input), "checkpoint": str(args.checkpoint),
                                                     "backend": estimator.backend.name, "frames": frames_json}))
-    print(f"{n} frames, {people} people, {summary['fps']:.1f} FPS overall (reading, drawing and writing "
+    noun = "people" if person else f"{meta.category_name}(s)"
+    print(f"{n} frames, {people} {noun}, {summary['fps']:.1f} FPS overall (reading, drawing and writing "
           f"included); box modes {dict(modes)}; " + (f"wrote {out}" if n else "wrote nothing")
           + (f" and {args.save_json}" if args.save_json else ""))
     return summary

@@ -11,8 +11,12 @@ COCO_val2017_detections_AP_H_56_person.json --out results.json --metrics-json me
     python tools/test.py --results-in results.json --ann-file data/coco/annotations/person_keypoints_val2017.json
 
 --checkpoint takes any model file keypoints.backends.load_backend reads (a training checkpoint, an .onnx
-export, ...); its stored config is used unless --config names another. Under torchrun every rank predicts a
-share of the instances and rank 0 evaluates.
+export, ...); its stored config is used unless --config names another. The model file's dataset metadata decides
+the keypoints, the category scored and the OKS sigmas (COCOeval.params.kpt_oks_sigmas): a model of another dataset
+(python tools/test.py --checkpoint outputs/bird/best.pth) needs no extra flag, and a val file whose category lists
+other keypoints is refused. --results-in takes the sigmas of --ann-file's keypoint category (COCO's for person, else
+data.oks_sigmas / data.default_sigma of --config). Under torchrun every rank predicts a share of the instances and
+rank 0 evaluates.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from pathlib import Path
 from keypoints.backends import BACKENDS, TorchBackend, backend_for, load_backend
 from keypoints.config import apply_overrides, config_from_dict, load_config
 from keypoints.constants import COCO_STAT_NAMES
-from keypoints.data import build_dataloader, build_dataset
+from keypoints.coco_files import load_coco
+from keypoints.data import build_dataloader, build_dataset, metadata_from_coco
 from keypoints.engine import evaluate
 from keypoints.evaluation import CocoKeypointEvaluator, evaluate_results_file
 from keypoints.inference import TopDownInference
@@ -78,7 +83,11 @@ def evaluate_file(args: argparse.Namespace) -> dict:
     if not args.ann_file:
         raise ValueError("--results-in needs --ann-file (the ground-truth person_keypoints_*.json)")
     box_source = f"as in {args.results_in}"
-    metrics = evaluate_results_file(args.results_in, args.ann_file, box_source=box_source)
+    cfg = load_config(args.config, args.opts)
+    meta = metadata_from_coco(cfg, load_coco(args.ann_file, hint="pass the ground-truth annotation file"),
+                              f"annotation file {args.ann_file}")
+    metrics = evaluate_results_file(args.results_in, args.ann_file, box_source=box_source, sigmas=meta.sigmas,
+                                    category_id=meta.category_id)
     print_table(metrics, box_source)
     write_json(args.metrics_json, {**metrics, "box_source": box_source, "results": args.results_in})
     return metrics
@@ -109,14 +118,16 @@ def main(args: argparse.Namespace) -> dict:
         cfg = config_from_dict(apply_overrides(backend.info.config or {}, overrides))
     if isinstance(backend, TorchBackend):
         backend.amp_dtype = amp_settings(cfg.train.amp, device)[0]
-    dataset = build_dataset(cfg, "val")
+    metadata = backend.info.metadata
+    dataset = build_dataset(cfg, "val", metadata=metadata)
     loader = build_dataloader(dataset, cfg, train=False, distributed=world > 1)
     inference = TopDownInference.from_config(backend, cfg)
     logger.info("model %s through %r", args.checkpoint, backend)
     with tempfile.TemporaryDirectory() as tmp:
         evaluator = CocoKeypointEvaluator(dataset.ann_file, output_dir=tmp, box_source=dataset.box_source,
                                           oks_nms_thr=cfg.test.oks_nms_thr, soft_nms=cfg.test.soft_nms,
-                                          kpt_score_thr=cfg.test.kpt_score_thr)
+                                          kpt_score_thr=cfg.test.kpt_score_thr, sigmas=metadata.sigmas,
+                                          category_id=metadata.category_id)
         metrics = evaluate(inference, loader, evaluator)
         if dist.is_main_process():
             if args.out and evaluator.results_path is not None:
@@ -127,7 +138,8 @@ def main(args: argparse.Namespace) -> dict:
             write_json(args.metrics_json, {
                 **metrics, "box_source": dataset.box_source, "checkpoint": str(args.checkpoint),
                 "backend": backend.name, "flip_test": cfg.test.flip, "refine": cfg.test.refine,
-                "input_size": list(cfg.data.input_size), "instances": len(dataset)})
+                "input_size": list(cfg.data.input_size), "instances": len(dataset),
+                "category": metadata.category_name, "num_keypoints": metadata.num_keypoints})
     dist.cleanup()
     return metrics
 

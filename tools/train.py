@@ -4,6 +4,8 @@
     python tools/train.py --config configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml --output-dir outputs/mnv3l
     # quick CPU run on the synthetic data of the quickstart
     python tools/train.py --config configs/quickstart.yaml --output-dir outputs/quickstart --device cpu
+    # any COCO-format keypoint dataset (here the synthetic 5-keypoint birds of tools/make_synthetic.py --kind bird)
+    python tools/train.py --config configs/synthetic_bird.yaml --output-dir outputs/bird --device cpu
     # 8 GPUs on one node; add --nnodes/--node_rank/--master_addr for several nodes
     torchrun --nproc_per_node 8 tools/train.py --config CFG --output-dir DIR --opts train.sync_bn=true
     # continue an interrupted run from DIR/last.pth (or name a checkpoint)
@@ -13,6 +15,11 @@
 
 Writes to the output directory: config.yaml (resolved), last.pth (every epoch), best.pth (best
 validation AP), metrics.csv, tensorboard/, train.log, curves.png and coco_keypoint_results.json.
+
+The keypoints come from the training annotation file's category (names, skeleton) and the config's data.flip_pairs,
+data.oks_sigmas, data.upper_body and data.category_id (keypoints/metadata.py); the model gets one heatmap per
+keypoint, and the checkpoints carry that metadata, so tools/test.py, tools/demo.py, tools/export.py and the Python
+API need no further setting for a model of another dataset.
 
 An output folder that already holds a run (last.pth, best.pth or metrics.csv: at least one finished
 epoch) is never written over silently: the script stops with one line unless it is told what to do,
@@ -27,6 +34,7 @@ checked before any data is read; their errors are one line on stderr with exit s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import sys
@@ -35,7 +43,8 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from keypoints.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from keypoints.config import (apply_overrides, config_from_dict, config_to_dict, load_config, read_config_data,
+                              save_config)
 from keypoints.data import build_dataloader, build_dataset
 from keypoints.backends import ModelInfo, TorchBackend
 from keypoints.engine import NonFiniteLossError, evaluate, train_one_epoch
@@ -74,17 +83,37 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_config(args: argparse.Namespace, resume_state: dict | None):
+def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.opts)
     for flag, key in ((args.data_root, "data.root"), (args.epochs, "train.epochs"),
                       (args.batch_size, "data.batch_size")):
         if flag is not None:
             overrides.append(f"{key}={flag}")
+    return overrides
+
+
+def resolve_config(args: argparse.Namespace, resume_state: dict | None):
+    overrides = _overrides(args)
     if args.config:
         return load_config(args.config, overrides)
     if resume_state is None:
         raise ValueError("--config is required (it may be left out only with --resume)")
     return config_from_dict(apply_overrides(resume_state["config"], overrides))
+
+
+def fit_to_dataset(cfg, metadata, args: argparse.Namespace):
+    """``cfg`` with ``model.num_keypoints`` = the dataset's keypoint count; a one-line error when the config file or
+    ``--opts`` set another count (a resumed run's stored config sets it)."""
+    k = metadata.num_keypoints
+    if cfg.model.num_keypoints == k:
+        return cfg
+    given = "num_keypoints" in read_config_data(args.config, _overrides(args)).get("model", {}) if args.config \
+        else True
+    if given:
+        raise ValueError(f"model.num_keypoints={cfg.model.num_keypoints} but the dataset has {k} keypoints "
+                         f"({metadata.describe()}); leave model.num_keypoints out (it follows the dataset) or set it "
+                         f"to {k}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_keypoints=k))
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -155,12 +184,15 @@ def main(args: argparse.Namespace) -> dict:
         logger.info("removed temporary files left by an interrupted run: %s", ", ".join(p.name for p in stale))
     seed_everything(cfg.train.seed + rank, cfg.train.deterministic)
     amp_dtype, use_scaler = amp_settings(cfg.train.amp, device)
-    if dist.is_main_process():
-        save_config(cfg, out / "config.yaml")
     logger.info("device %s, world size %d, amp %s, output %s", device, world, amp_dtype, out)
 
     train_set = build_dataset(cfg, "train")
-    val_set = build_dataset(cfg, "val")
+    metadata = train_set.metadata  # the keypoints of the training file's category (+ config), for every step below
+    cfg = fit_to_dataset(cfg, metadata, args)
+    val_set = build_dataset(cfg, "val", metadata=metadata)
+    if dist.is_main_process():
+        save_config(cfg, out / "config.yaml")
+    logger.info("keypoints: %s", metadata.describe())
     train_loader = build_dataloader(train_set, cfg, train=True, distributed=world > 1)
     val_loader = build_dataloader(val_set, cfg, train=False, distributed=world > 1)
     if len(train_loader) == 0:
@@ -169,7 +201,7 @@ def main(args: argparse.Namespace) -> dict:
     logger.info("train: %d instances, %d iterations/epoch; val: %d instances (%s)", len(train_set),
                 len(train_loader), len(val_set), val_set.box_source)
 
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model, metadata.num_keypoints).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if world > 1 and cfg.train.sync_bn:
@@ -201,13 +233,14 @@ def main(args: argparse.Namespace) -> dict:
     if cfg.train.compile:
         model = torch.compile(model)
     # Validation runs the training model through the one test-time path (crop, flip test, decode).
-    backend = TorchBackend(model, ModelInfo.from_config(cfg), device, amp_dtype=amp_dtype,
+    backend = TorchBackend(model, ModelInfo.from_config(cfg, metadata=metadata), device, amp_dtype=amp_dtype,
                            channels_last=cfg.train.channels_last, move=False)
     inference = TopDownInference.from_config(backend, cfg)
     loss_fn = KeypointMSELoss(use_target_weight=True, ohkm=cfg.train.ohkm, ohkm_topk=cfg.train.ohkm_topk)
     evaluator = CocoKeypointEvaluator(val_set.ann_file, output_dir=out, box_source=val_set.box_source,
                                       oks_nms_thr=cfg.test.oks_nms_thr, soft_nms=cfg.test.soft_nms,
-                                      kpt_score_thr=cfg.test.kpt_score_thr)
+                                      kpt_score_thr=cfg.test.kpt_score_thr, sigmas=metadata.sigmas,
+                                      category_id=metadata.category_id)
     writer = MetricWriter(out, resume_epoch=start_epoch) if dist.is_main_process() else None
     if start_epoch >= cfg.train.epochs:
         logger.info("the run has already completed %d of %d epochs; nothing to train (raise --epochs to continue)",
@@ -240,7 +273,7 @@ def main(args: argparse.Namespace) -> dict:
             state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                      "epoch": epoch + 1, "best_metric": best_ap, "best_metric_name": "AP",
-                     "config": config_to_dict(cfg)}
+                     "config": config_to_dict(cfg), "metadata": metadata.to_dict()}
             save_checkpoint(state, out / "last.pth")
             if is_best:
                 save_checkpoint(state, out / "best.pth")

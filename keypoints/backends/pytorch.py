@@ -35,12 +35,13 @@ class TorchBackend(Backend):
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", cfg: Config | None = None,
                         **kwargs) -> "TorchBackend":
-        """Backend of a training checkpoint (``cfg`` replaces the stored config; the weights must still fit)."""
-        from ..models import load_pose_model
+        """Backend of a training checkpoint (``cfg`` replaces the stored config; the weights must still fit); its
+        info carries the checkpoint's dataset metadata."""
+        from ..models import load_pose_checkpoint
         from ..config import config_to_dict
 
-        model, cfg = load_pose_model(str(path), cfg)
-        return cls(model, ModelInfo.from_config(cfg, config_to_dict(cfg)), device, **kwargs)
+        model, cfg, metadata = load_pose_checkpoint(str(path), cfg)
+        return cls(model, ModelInfo.from_config(cfg, config_to_dict(cfg), metadata), device, **kwargs)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         if self.model.training:  # a model in training hands over to evaluation between epochs

@@ -1,9 +1,10 @@
 """Data builders: the only readers of the data/aug config. Everything they build takes explicit kwargs.
 
     cfg = load_config("configs/quickstart.yaml")
-    train_set = build_dataset(cfg, "train")
+    train_set = build_dataset(cfg, "train")                  # train_set.metadata: the dataset's keypoints
+    metadata = build_metadata(cfg)                           # the same, read from the training annotation file
     loader = build_dataloader(train_set, cfg, train=True)
-    val_set = build_dataset(cfg, "val")                      # boxes from cfg.test.boxes
+    val_set = build_dataset(cfg, "val", metadata=train_set.metadata)  # boxes from cfg.test.boxes
     det_set = build_dataset(cfg, "val", boxes="dets.json")   # detector boxes
 """
 from __future__ import annotations
@@ -18,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 from ..codec import HeatmapCodec
 from ..config import Config
 from ..coco_files import load_coco
+from ..metadata import DatasetMeta
 from ..utils.io import BadImageError
-from .coco import CocoKeypointDataset
+from .coco import CocoKeypointDataset, check_image_dir
 from .sampler import SeededSampler
 from .transforms import TopDownTransform, build_photometric
 
@@ -31,10 +33,31 @@ def build_codec(cfg: Config) -> HeatmapCodec:
     return HeatmapCodec(input_size=cfg.data.input_size, heatmap_size=cfg.data.heatmap_size, sigma=cfg.data.sigma)
 
 
-def build_transforms(cfg: Config, train: bool) -> TopDownTransform:
-    """Training transform (``cfg.aug``, seeded from ``cfg.train.seed``) or the plain validation crop."""
+def metadata_from_coco(cfg: Config, coco, source: str) -> DatasetMeta:
+    """:class:`DatasetMeta` of a loaded COCO file's category ``cfg.data.category_id`` with the config's flip pairs,
+    OKS sigmas and upper body (what the file cannot say)."""
+    data = cfg.data
+    return DatasetMeta.from_coco_categories(
+        coco.dataset.get("categories", []), data.category_id, flip_pairs=data.flip_pairs, sigmas=data.oks_sigmas,
+        default_sigma=data.default_sigma, upper_body=data.upper_body, source=source)
+
+
+def build_metadata(cfg: Config, split: str = "train") -> DatasetMeta:
+    """The dataset's keypoints: the category of ``split``'s annotation file (names, skeleton) plus the config's
+    ``data.flip_pairs``, ``data.oks_sigmas``, ``data.default_sigma``, ``data.upper_body`` and ``data.category_id``."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not valid; choose one of {', '.join(SPLITS)}")
+    ann = os.path.join(cfg.data.root, cfg.data.train_ann if split == "train" else cfg.data.val_ann)
+    return metadata_from_coco(cfg, load_coco(ann), f"annotation file {ann}")
+
+
+def build_transforms(cfg: Config, train: bool, metadata: DatasetMeta | None = None) -> TopDownTransform:
+    """Training transform (``cfg.aug``, seeded from ``cfg.train.seed``) or the plain validation crop. ``metadata``
+    (default: COCO person) gives the flip index and the upper body; without an upper body there are no half-body
+    crops."""
     if not train:
         return TopDownTransform(cfg.data.input_size)
+    meta = metadata if metadata is not None else DatasetMeta.coco_person()
     aug = cfg.aug
     photometric = None
     if aug.photometric:
@@ -42,17 +65,20 @@ def build_transforms(cfg: Config, train: bool) -> TopDownTransform:
                                         hue_saturation_prob=aug.hue_saturation_prob, blur_prob=aug.blur_prob,
                                         coarse_dropout_prob=aug.coarse_dropout_prob, seed=cfg.train.seed)
     return TopDownTransform(
-        cfg.data.input_size, flip_prob=aug.flip_prob, half_body_prob=aug.half_body_prob,
+        cfg.data.input_size, flip_prob=aug.flip_prob, flip_index=meta.flip_index, upper_body=meta.upper_body,
+        half_body_prob=aug.half_body_prob if meta.upper_body else 0.0,
         half_body_min_joints=aug.half_body_min_joints, upper_body_prob=aug.upper_body_prob,
         half_body_scale=aug.half_body_scale, family=aug.family, scale_range=aug.scale_range,
         rotation_max=aug.rotation_max, rotation_prob=aug.rotation_prob, shift_factor=aug.shift_factor,
         shift_prob=aug.shift_prob, photometric=photometric, seed=cfg.train.seed)
 
 
-def build_dataset(cfg: Config, split: str, boxes: str | None = None) -> CocoKeypointDataset:
+def build_dataset(cfg: Config, split: str, boxes: str | None = None,
+                  metadata: DatasetMeta | None = None) -> CocoKeypointDataset:
     """COCO dataset of ``split`` under ``cfg.data.root``. Training always uses ground-truth boxes; validation uses
     ``boxes`` (default ``cfg.test.boxes``: "gt" or a detections JSON, relative paths tried as given, then under the
-    data root) with the plain crop."""
+    data root) with the plain crop. ``metadata``: the keypoints to read (a model's; the file's category must list
+    them); default: :func:`build_metadata` of this split's file (``dataset.metadata``)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not valid; choose one of {', '.join(SPLITS)}")
     data = cfg.data
@@ -67,10 +93,16 @@ def build_dataset(cfg: Config, split: str, boxes: str | None = None) -> CocoKeyp
         boxes = cfg.test.boxes
     if boxes != "gt" and not os.path.isfile(boxes) and os.path.isfile(os.path.join(data.root, boxes)):
         boxes = os.path.join(data.root, boxes)
+    ann_file = os.path.join(data.root, ann)
+    image_dir = os.path.join(data.root, images)
+    check_image_dir(image_dir, ann_file)  # before the (possibly large) annotation file is read
+    coco = load_coco(ann_file)
+    if metadata is None:
+        metadata = metadata_from_coco(cfg, coco, f"annotation file {ann_file}")
     return CocoKeypointDataset(
-        os.path.join(data.root, ann), os.path.join(data.root, images), build_codec(cfg),
-        build_transforms(cfg, train), boxes=boxes, det_score_thr=cfg.test.det_score_thr,
-        bad_images=data.bad_images, padding=data.padding)
+        ann_file, image_dir, build_codec(cfg), build_transforms(cfg, train, metadata), boxes=boxes,
+        det_score_thr=cfg.test.det_score_thr, bad_images=data.bad_images, padding=data.padding, metadata=metadata,
+        coco=coco)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -113,6 +145,7 @@ def build_dataloader(dataset: Dataset, cfg: Config, train: bool, distributed: bo
         drop_last=train, persistent_workers=workers > 0, worker_init_fn=seed_worker, generator=generator)
 
 
-__all__ = ["build_codec", "build_transforms", "build_dataset", "build_dataloader", "seed_worker",
+__all__ = ["build_codec", "build_metadata", "metadata_from_coco", "build_transforms", "build_dataset",
+           "build_dataloader", "seed_worker",
            "CocoKeypointDataset", "TopDownTransform", "build_photometric", "load_coco", "BadImageError",
-           "SeededSampler"]
+           "SeededSampler", "DatasetMeta"]

@@ -1,13 +1,14 @@
-"""COCO person-keypoint dataset for top-down training and evaluation.
+"""COCO keypoint dataset (any category: people, animals, objects) for top-down training and evaluation.
 
-One item per person instance: the affine crop of its box (``TopDownTransform``) and the Gaussian
+One item per instance (a person, an animal, ...): the affine crop of its box (``TopDownTransform``) and the Gaussian
 targets of its keypoints (``HeatmapCodec.encode``). Boxes come from the ground truth or from a
 detector file (a JSON list of ``{image_id, category_id, bbox [x, y, w, h], score}``).
 
 Ground-truth instances kept (HRNet's ``_load_coco_keypoint_annotation_kernal``, mmpose's box
-clipping): category 1, not crowd, ``num_keypoints > 0``, and the box clipped to the image,
-``x1 = max(0, x)``, ``x2 = min(W - 1, x1 + max(0, w))`` (same in y), with positive width and height.
-Detector boxes: category 1 with ``score >= det_score_thr``; their items carry zero targets.
+clipping): the metadata's category (by default the file's keypoint category), not crowd, ``num_keypoints > 0``,
+and the box clipped to the image, ``x1 = max(0, x)``, ``x2 = min(W - 1, x1 + max(0, w))`` (same in y), with
+positive width and height.
+Detector boxes: that category with ``score >= det_score_thr``; their items carry zero targets.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from torch.utils.data import Dataset
 
 from ..codec import HeatmapCodec
 from ..coco_files import clip_box, load_coco, read_detections
-from ..constants import NUM_KEYPOINTS, PERSON_CATEGORY_ID
 from ..geometry import box_to_center_scale
+from ..metadata import DatasetMeta
 from ..utils.io import BadImageError, read_image
 from .transforms import TopDownTransform
 
@@ -33,11 +34,20 @@ logger = logging.getLogger(__name__)
 BAD_IMAGE_MODES = ("skip", "error")
 
 
+def check_image_dir(image_dir: str, ann_file: str) -> None:
+    """A one-line ``FileNotFoundError`` when the image folder is missing or empty."""
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"image folder not found: {image_dir} (check data.root and the image dir)")
+    if next(os.scandir(image_dir), None) is None:
+        raise FileNotFoundError(f"image folder {image_dir} is empty; put the images named by {ann_file} "
+                                f"there (check data.root and the image dir)")
+
+
 class CocoKeypointDataset(Dataset):
-    """Top-down person instances of a COCO keypoint file.
+    """Top-down instances of one category of a COCO keypoint file.
 
     Args:
-        ann_file: ``person_keypoints_*.json``.
+        ann_file: a COCO keypoint file (``person_keypoints_*.json``, or any dataset's).
         image_dir: folder of the images named by ``file_name``.
         codec: target encoder; its ``input_size`` (width, height) fixes the crop aspect ratio.
         transform: ``TopDownTransform`` (random for training, plain crop for validation).
@@ -45,6 +55,10 @@ class CocoKeypointDataset(Dataset):
         det_score_thr: detector boxes below this score are dropped.
         bad_images: ``"skip"`` (log, count, return the next readable instance) or ``"error"`` (raise).
         padding: box enlargement before the aspect-ratio fix.
+        metadata: the keypoints (category id, names, count) to read; None: from the file's keypoint category with
+            default settings (:meth:`DatasetMeta.from_coco_categories`). A file whose category does not list these
+            keypoints is refused (a model trained on other keypoints).
+        coco: the file already loaded by :func:`keypoints.coco_files.load_coco` (not read again).
 
     Items (dict): ``image`` uint8 ``(3, H, W)`` RGB crop (a channels-last view); ``heatmaps`` float32
     ``(K, h, w)``; ``target_weight`` float32 ``(K,)``; ``keypoints`` float32 ``(K, 3)`` (x, y in crop pixels,
@@ -60,19 +74,22 @@ class CocoKeypointDataset(Dataset):
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, codec: HeatmapCodec, transform: TopDownTransform,
                  *, boxes: str = "gt", det_score_thr: float = 0.0, bad_images: str = "skip",
-                 padding: float = 1.25) -> None:
+                 padding: float = 1.25, metadata: DatasetMeta | None = None, coco=None) -> None:
         if bad_images not in BAD_IMAGE_MODES:
             raise ValueError(f"bad_images={bad_images!r} is not valid; choose one of {', '.join(BAD_IMAGE_MODES)}")
         self.ann_file, self.image_dir = str(ann_file), str(image_dir)
-        if not os.path.isdir(self.image_dir):
-            raise FileNotFoundError(f"image folder not found: {self.image_dir} (check data.root and the image dir)")
-        if next(os.scandir(self.image_dir), None) is None:
-            raise FileNotFoundError(f"image folder {self.image_dir} is empty; put the images named by {ann_file} "
-                                    f"there (check data.root and the image dir)")
+        check_image_dir(self.image_dir, self.ann_file)
         self.codec, self.transform = codec, transform
         self.bad_images, self.padding = bad_images, float(padding)
         self.aspect_ratio = codec.input_size[0] / codec.input_size[1]
-        self.coco = load_coco(ann_file)
+        self.coco = coco if coco is not None else load_coco(ann_file)
+        categories = self.coco.dataset.get("categories", [])
+        if metadata is None:
+            metadata = DatasetMeta.from_coco_categories(categories, source=f"annotation file {ann_file}")
+        else:
+            metadata.check_category(categories, f"annotation file {ann_file}")
+        self.metadata = metadata
+        self.num_keypoints = metadata.num_keypoints
         self.stats: dict[str, Any] = {"images_total": len(self.coco.imgs), "bad_images": 0}
         if boxes == "gt":
             records = self._gt_records()
@@ -104,19 +121,22 @@ class CocoKeypointDataset(Dataset):
             img = self.coco.imgs[image_id]
             for ann in self.coco.imgToAnns.get(image_id, []):
                 kpts = np.asarray(ann.get("keypoints", []), dtype=np.float32)
-                if ann["category_id"] != PERSON_CATEGORY_ID:
-                    reasons["not_person"] += 1
+                if ann["category_id"] != self.metadata.category_id:
+                    reasons["other_category"] += 1
                     continue
                 if ann.get("iscrowd", 0):
                     reasons["crowd"] += 1
                     continue
-                if kpts.size != 3 * NUM_KEYPOINTS:
+                k = self.num_keypoints
+                if kpts.size != 3 * k:
                     if kpts.size:
                         raise ValueError(f"annotation file {self.ann_file}: annotation {ann['id']} has {kpts.size} "
-                                         f"keypoint values, expected {3 * NUM_KEYPOINTS}")
+                                         f"keypoint values, but its category {self.metadata.category_name!r} lists "
+                                         f"{k} keypoints (x, y, v each: {3 * k}); fix the annotation or the "
+                                         f"category's keypoints")
                     reasons["no_keypoints"] += 1
                     continue
-                kpts = kpts.reshape(NUM_KEYPOINTS, 3)
+                kpts = kpts.reshape(k, 3)
                 if ann.get("num_keypoints", int((kpts[:, 2] > 0).sum())) <= 0 or not (kpts[:, 2] > 0).any():
                     reasons["no_keypoints"] += 1
                     continue
@@ -128,12 +148,14 @@ class CocoKeypointDataset(Dataset):
         self.stats["instances_total"] = len(self.coco.anns)
         self.stats["dropped"] = dict(reasons)
         if not records:
-            raise ValueError(f"no usable person instances in {self.ann_file}: {len(self.coco.anns)} annotations, "
-                             f"dropped {dict(reasons) or 'none'} (need category 1, not crowd, keypoints, a box)")
+            what = "person" if self.metadata.category_name == "person" else repr(self.metadata.category_name)
+            raise ValueError(f"no usable {what} instances in {self.ann_file}: {len(self.coco.anns)} annotations, "
+                             f"dropped {dict(reasons) or 'none'} (need category {self.metadata.category_id}, not "
+                             f"crowd, keypoints, a box)")
         return records
 
     def _detection_records(self, det_file: str, score_thr: float) -> list[dict]:
-        dets = read_detections(det_file, category_id=PERSON_CATEGORY_ID, score_thr=score_thr)
+        dets = read_detections(det_file, category_id=self.metadata.category_id, score_thr=score_thr)
         unknown = sorted(set(dets.image_ids.tolist()) - set(self.coco.imgs))
         if unknown:
             raise ValueError(f"detections file {det_file} names {len(unknown)} image ids not in {self.ann_file}: "
@@ -154,7 +176,7 @@ class CocoKeypointDataset(Dataset):
         self._scales = np.stack([r["scale"] for r in records]).astype(np.float32)
         self._scores = np.array([r["score"] for r in records], dtype=np.float32)
         self._has_kpts = np.array([r["keypoints"] is not None for r in records])
-        kpts = np.zeros((n, NUM_KEYPOINTS, 3), dtype=np.float32)
+        kpts = np.zeros((n, self.num_keypoints, 3), dtype=np.float32)
         for i, r in enumerate(records):
             if r["keypoints"] is not None:
                 kpts[i] = r["keypoints"]
@@ -217,9 +239,10 @@ class CocoKeypointDataset(Dataset):
             keypoints = np.concatenate([out["keypoints"], out["visibility"][:, None].astype(np.float32)], axis=1)
         else:
             w, h = self.codec.heatmap_size
-            heatmaps = np.zeros((NUM_KEYPOINTS, h, w), dtype=np.float32)
-            weights = np.zeros(NUM_KEYPOINTS, dtype=np.float32)
-            keypoints = np.zeros((NUM_KEYPOINTS, 3), dtype=np.float32)
+            k = self.num_keypoints
+            heatmaps = np.zeros((k, h, w), dtype=np.float32)
+            weights = np.zeros(k, dtype=np.float32)
+            keypoints = np.zeros((k, 3), dtype=np.float32)
         return {
             # (3, H, W) view of the HWC crop: collation copies it into the batch anyway, so no copy here.
             "image": torch.from_numpy(out["image"]).permute(2, 0, 1),

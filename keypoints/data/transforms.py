@@ -8,7 +8,8 @@ a crop is ``center`` (x, y) and ``scale`` (w, h) in image pixels, mapped to the 
 The horizontal flip is folded into the affine matrix instead of flipping the whole image
 (x' = W_img - 1 - x, an exact pixel permutation, so the warp samples the same values as
 HRNet's ``image[:, ::-1]`` followed by the crop, without copying the full image). Keypoints
-go through the same matrix and the left/right joints are swapped with ``flip_index``.
+go through the same matrix and the left/right joints are swapped with ``flip_index``. The flip index and the
+upper-body set are the dataset's (:class:`keypoints.metadata.DatasetMeta`); the defaults are the COCO person's.
 
 Random draws (geometry and albumentations alike) come from the transform's own
 ``numpy.random.Generator``; :meth:`TopDownTransform.reseed` restarts it. The dataset reseeds it per
@@ -118,9 +119,9 @@ class TopDownTransform:
     """
 
     def __init__(self, input_size: tuple[int, int], *, flip_prob: float = 0.0, flip_index: Sequence[int] = FLIP_INDEX,
-                 half_body_prob: float = 0.0, half_body_min_joints: int = 9, upper_body_prob: float = 0.7,
-                 half_body_scale: float = 1.5, family: str = "hrnet", scale_range: tuple[float, float] = (1.0, 1.0),
-                 rotation_max: float = 0.0, rotation_prob: float = 0.0, shift_factor: float = 0.0,
+                 upper_body: Sequence[int] = UPPER_BODY, half_body_prob: float = 0.0, half_body_min_joints: int = 9,
+                 upper_body_prob: float = 0.7, half_body_scale: float = 1.5, family: str = "hrnet",
+                 scale_range: tuple[float, float] = (1.0, 1.0), rotation_max: float = 0.0, rotation_prob: float = 0.0, shift_factor: float = 0.0,
                  shift_prob: float = 0.0, photometric: A.Compose | None = None, seed: int | None = 0) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown augmentation family {family!r}; choose one of {', '.join(FAMILIES)}")
@@ -128,7 +129,7 @@ class TopDownTransform:
             raise ValueError(f"scale_range must be 0 < low <= high, got {tuple(scale_range)}")
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
-        self.flip_prob, self.flip_index = flip_prob, tuple(flip_index)
+        self.flip_prob, self.flip_index, self.upper_body = flip_prob, tuple(flip_index), tuple(upper_body)
         self.half_body_prob, self.half_body_min_joints = half_body_prob, half_body_min_joints
         self.upper_body_prob, self.half_body_scale = upper_body_prob, half_body_scale
         self.family, self.scale_range = family, (float(scale_range[0]), float(scale_range[1]))
@@ -181,7 +182,7 @@ class TopDownTransform:
         if (self.half_body_prob > 0 and int((visibility > 0).sum()) >= self.half_body_min_joints
                 and rng.random() < self.half_body_prob):
             box = half_body_box(keypoints, visibility, rng, self.aspect_ratio, self.upper_body_prob,
-                                self.half_body_scale)
+                                self.half_body_scale, upper_ids=self.upper_body)
             if box is not None:
                 params.center, params.scale = box
                 params.half_body = True
@@ -226,6 +227,9 @@ class TopDownTransform:
             crop = self.photometric(image=crop)["image"]
         points = affine_points(keypoints, m)
         if params.flip:
+            if len(self.flip_index) != len(points):
+                raise ValueError(f"flip_index has {len(self.flip_index)} entries for {len(points)} keypoints; pass the "
+                                 f"dataset's flip index (DatasetMeta.flip_index)")
             index = np.asarray(self.flip_index)
             points, visibility = points[index], visibility[index]
         return {"image": crop, "keypoints": points, "visibility": visibility, "matrix": m, "params": params}

@@ -7,8 +7,10 @@ import logging
 from torch import nn
 
 from ..config import Config, ModelConfig, config_from_dict
+from ..metadata import DatasetMeta
 from ..utils.checkpoint import load_checkpoint, load_model_state
 from .dyrelu import DyReLU
+from .fused import fuse_for_inference
 from .heads import DeconvHead, LightHead
 from .layers import ACTIVATIONS, get_act_layer
 from .mobilenetv3 import BACKBONES, MobileNetV3, mobilenet_v3_large, mobilenet_v3_small
@@ -24,8 +26,12 @@ def _check_choice(key: str, value: str, choices) -> None:
         raise ValueError(f"{key}={value!r} is not valid; choose one of {', '.join(choices)}")
 
 
-def build_model(cfg: ModelConfig) -> TopDownPoseModel:
-    """MobileNetV3 backbone + heatmap head as described by ``cfg`` (a ``ModelConfig``)."""
+def build_model(cfg: ModelConfig, num_keypoints: int | None = None) -> TopDownPoseModel:
+    """MobileNetV3 backbone + heatmap head as described by ``cfg`` (a ``ModelConfig``), with ``num_keypoints``
+    heatmaps (default ``cfg.num_keypoints``; tools/train.py sets that from the dataset's metadata)."""
+    num_keypoints = cfg.num_keypoints if num_keypoints is None else int(num_keypoints)
+    if num_keypoints < 1:
+        raise ValueError(f"num_keypoints={num_keypoints} is not valid; the model needs at least one heatmap")
     _check_choice("model.backbone", cfg.backbone, tuple(BACKBONES))
     _check_choice("model.act", cfg.act, ACTIVATIONS)
     _check_choice("model.head_act", cfg.head_act, ACTIVATIONS)
@@ -37,9 +43,9 @@ def build_model(cfg: ModelConfig) -> TopDownPoseModel:
         logger.info("pretrained backbone (%s): %s", cfg.pretrained, report.summary())
     head_act = get_act_layer(cfg.head_act, original="relu", **act_kwargs)
     if cfg.head == "deconv":
-        head = DeconvHead(backbone.out_channels[-1], cfg.num_keypoints, head_act, cfg.deconv_channels)
+        head = DeconvHead(backbone.out_channels[-1], num_keypoints, head_act, cfg.deconv_channels)
     else:
-        head = LightHead(backbone.out_channels, cfg.num_keypoints, head_act, cfg.light_channels, cfg.light_expansion)
+        head = LightHead(backbone.out_channels, num_keypoints, head_act, cfg.light_channels, cfg.light_expansion)
     model = TopDownPoseModel(backbone, head)
     if cfg.bn_momentum > 0:
         for m in model.modules():
@@ -48,15 +54,33 @@ def build_model(cfg: ModelConfig) -> TopDownPoseModel:
     return model
 
 
-def load_pose_model(checkpoint: str, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config]:
-    """Model and config from a training checkpoint (CPU, eval mode). ``cfg`` replaces the stored config; the
-    weights must then still fit (strict, with a one-line message naming the first mismatches)."""
+def checkpoint_metadata(state: dict, source: str = "checkpoint") -> DatasetMeta:
+    """The dataset metadata a checkpoint carries (``state["metadata"]``); checkpoints written before it was stored
+    hold COCO person models."""
+    if state.get("metadata") is None:
+        return DatasetMeta.coco_person()
+    return DatasetMeta.from_dict(state["metadata"], source)
+
+
+def load_pose_checkpoint(checkpoint: str, cfg: Config | None = None
+                         ) -> tuple[TopDownPoseModel, Config, DatasetMeta]:
+    """Model, config and dataset metadata from a training checkpoint (CPU, eval mode). ``cfg`` replaces the stored
+    config; the weights must then still fit (strict, with a one-line message naming the first mismatches). The
+    heatmap count is the metadata's."""
     state = load_checkpoint(checkpoint)
     cfg = cfg if cfg is not None else config_from_dict(state["config"])
-    model = build_model(cfg.model)
+    metadata = checkpoint_metadata(state, f"checkpoint {checkpoint}")
+    model = build_model(cfg.model, metadata.num_keypoints)
     load_model_state(model, state["model"], f"checkpoint {checkpoint}")
-    return model.eval(), cfg
+    return model.eval(), cfg, metadata
 
 
-__all__ = ["build_model", "load_pose_model", "DyReLU", "MobileNetV3", "mobilenet_v3_large", "mobilenet_v3_small", "TopDownPoseModel",
-           "DeconvHead", "LightHead", "get_act_layer", "ACTIVATIONS", "HEADS"]
+def load_pose_model(checkpoint: str, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config]:
+    """Model and config from a training checkpoint (see :func:`load_pose_checkpoint`)."""
+    model, cfg, _ = load_pose_checkpoint(checkpoint, cfg)
+    return model, cfg
+
+
+__all__ = ["build_model", "load_pose_model", "load_pose_checkpoint", "checkpoint_metadata", "DyReLU", "MobileNetV3",
+           "mobilenet_v3_large", "mobilenet_v3_small", "TopDownPoseModel",
+           "DeconvHead", "LightHead", "get_act_layer", "ACTIVATIONS", "HEADS", "fuse_for_inference"]
