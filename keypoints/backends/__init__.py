@@ -20,12 +20,13 @@ from ..config import Config
 from .base import CONFIG_KEY, Backend, ModelInfo
 from .pytorch import TorchBackend
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "openvino")
 
 
 def backend_for(path: str | Path) -> str:
-    """The backend a model file needs, from its suffix."""
-    return "onnxruntime" if Path(path).suffix.lower() == ".onnx" else "torch"
+    """The backend a model file needs, from its suffix (``.onnx``, ``.pt2``: an AOTInductor package, else torch)."""
+    suffix = Path(path).suffix.lower()
+    return {".onnx": "onnxruntime", ".pt2": "compiled"}.get(suffix, "torch")
 
 
 def load_backend(path: str | Path, backend: str = "auto", *, device: str | torch.device = "auto",
@@ -33,7 +34,10 @@ def load_backend(path: str | Path, backend: str = "auto", *, device: str | torch
                  amp_dtype: torch.dtype | None = None) -> Backend:
     """The one loader of model files: a training checkpoint (``.pth``) or an exported model (``.onnx``).
 
-    ``backend``: auto (by the file's suffix) | torch | onnxruntime. ``device``: auto | cpu | cuda (torch);
+    ``backend``: auto (by the file's suffix) | torch | compiled (the fused network through inductor: a checkpoint is
+    compiled on the first call, a ``.pt2`` package written by :func:`~keypoints.backends.compiled.export_compiled`
+    loads without compiling) | onnxruntime | openvino (optional package; runs the same ONNX file). ``device``:
+    auto | cpu | cuda (torch);
     ``threads``: ONNX Runtime intra-op threads (default: every core); ``cfg`` replaces a checkpoint's stored config
     (torch; the weights must still fit); ``amp_dtype`` runs a torch model under autocast (CUDA). ``backend="onnxruntime"`` with a checkpoint runs ``onnx_path`` (default:
     the checkpoint's name with ``.onnx``), so both files of one model can be named by the checkpoint.
@@ -43,6 +47,21 @@ def load_backend(path: str | Path, backend: str = "auto", *, device: str | torch
     path = Path(path)
     kind = backend_for(path)
     backend = kind if backend == "auto" else backend
+    if backend == "compiled":  # a .pt2 package loads without compiling; a checkpoint compiles on its first call
+        from .compiled import AotBackend, CompiledBackend
+
+        if kind == "compiled":
+            return AotBackend(path, threads=threads)
+        if kind == "onnxruntime":
+            raise ValueError(f"{path} is an ONNX model; use backend 'onnxruntime' (or auto), or the .pth checkpoint")
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        from ..utils.runtime import select_device
+
+        device = device if isinstance(device, torch.device) else select_device(device)
+        return CompiledBackend.from_checkpoint(path, cfg, threads=threads, device=device)
+    if kind == "compiled":
+        raise ValueError(f"{path} is an AOTInductor package; use backend 'compiled' (or auto)")
     if backend == "torch":
         if kind == "onnxruntime":
             raise ValueError(f"{path} is an ONNX model; use backend 'onnxruntime' (or auto) or pass the .pth checkpoint")
@@ -60,6 +79,10 @@ def load_backend(path: str | Path, backend: str = "auto", *, device: str | torch
             raise FileNotFoundError(f"ONNX model not found: {onnx_file}; export it first: python tools/export.py "
                                     f"--checkpoint {path} --output {onnx_file}")
         path = onnx_file
+    if backend == "openvino":  # optional runtime, same ONNX file
+        from .openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, threads=threads)
     return OnnxBackend(path, threads=threads)
 
 

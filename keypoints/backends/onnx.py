@@ -28,11 +28,13 @@ INPUT_DTYPES = {"float32": torch.float32, "uint8": torch.uint8}
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: str | int = "dynamic",
-                opset: int = 17, input_dtype: str = "float32", dynamo: bool = False) -> Path:
+                opset: int = 17, input_dtype: str = "float32", dynamo: bool = False, fuse: bool = True) -> Path:
     """Write ``model`` (eval mode, CPU) to ``path`` with ``info`` in its metadata. ``batch`` is ``"dynamic"`` or a
-    fixed batch size. The TorchScript-based exporter (``dynamo=False``) is the default: it takes seconds where the
-    dynamo exporter takes about a minute on 2 cores, and gives the same operators. The written file is checked
-    (``onnx.checker``) before it replaces ``path``; a failed check leaves no file behind."""
+    fixed batch size. ``fuse`` exports the inference form (:func:`keypoints.models.fuse_for_inference`: BatchNorm
+    folded, DY-ReLU rewritten into fewer passes; a copy, ``model`` is not modified); the same function up to float
+    rounding, still standard operators only. The TorchScript-based exporter (``dynamo=False``) is the default: it
+    takes seconds where the dynamo exporter takes about a minute on 2 cores, and gives the same operators. The
+    written file is checked (``onnx.checker``) before it replaces ``path``; a failed check leaves no file behind."""
     import onnx
 
     if input_dtype not in INPUT_DTYPES:
@@ -46,6 +48,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    if fuse:
+        from ..models.fused import fuse_for_inference
+
+        model = fuse_for_inference(model)
     model = model.eval().cpu()
     kwargs = dict(input_names=["images"], output_names=["heatmaps"], opset_version=opset, dynamo=dynamo)
     if dynamic:

@@ -1,0 +1,62 @@
+"""OpenVINO (optional: ``pip install openvino`` or the ``openvino`` extra): runs the ONNX file written by
+:func:`keypoints.backends.onnx.export_onnx` (read directly, no conversion step), on the CPU.
+
+OpenVINO fuses elementwise chains that ONNX Runtime runs one operator at a time, so the DY-ReLU models run faster
+here than in ONNX Runtime from the same file (numbers in :mod:`keypoints.models.fused`). ``precision="f32"`` (the
+default) keeps float32 math (heatmaps within ~1e-5 of PyTorch); ``"bf16"`` lets a CPU with bf16 units trade
+accuracy for speed (check the AP before using it).
+
+    backend = OpenVinoBackend("model.onnx", threads=2)     # or load_backend("model.onnx", "openvino")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import Backend, ModelInfo
+
+PRECISIONS = ("f32", "bf16")
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO CPU inference of an exported ONNX file; ``threads``: inference threads (default: OpenVINO's)."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, precision: str = "f32") -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ValueError("the openvino backend needs the openvino package: pip install openvino "
+                             "(or pip install -e .[openvino])") from None
+        import onnx
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}; write one with tools/export.py")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}")
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as e:  # noqa: BLE001 - onnx and OpenVINO raise their own exception types for invalid files
+            raise ValueError(f"cannot load {path} with OpenVINO ({str(e).splitlines()[0][:160]}); "
+                             f"export it again with tools/export.py") from None
+        self.info = ModelInfo.from_metadata(meta, str(path))
+        self.request = self.compiled.create_infer_request()
+        self.input_dtype = np.uint8 if meta.get("input_dtype") == "uint8" else np.float32
+        self.path, self.precision, self.threads = path, precision, threads
+        self.device = torch.device("cpu")
+
+    def __repr__(self) -> str:
+        return f"OpenVinoBackend({self.path.name}, {self.precision}, threads={self.threads or 'default'})"
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        images = np.ascontiguousarray(crops.detach().cpu().numpy(), dtype=self.input_dtype)
+        out = self.request.infer({0: images})
+        return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))

@@ -1,0 +1,158 @@
+"""Inference form of the network (keypoints.models.fused): exact at every activation site of the Large and Small
+models (DY-ReLU A/B/C, light and deconv heads, spatial BN, batch 1 and 8, NCHW and channels_last), the original
+model untouched, the ONNX export of the fused graph, and the same keypoints and COCO AP on real coco_mini crops."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from keypoints.backends import ModelInfo, TorchBackend
+from keypoints.config import load_config
+from keypoints.data import build_dataloader, build_dataset
+from keypoints.engine import evaluate
+from keypoints.evaluation import CocoKeypointEvaluator
+from keypoints.inference import TopDownInference
+from keypoints.models import DyReLU, build_model
+from keypoints.models.fused import FusedConvAct, FusedDyReLU, fold_batchnorm, fuse_for_inference
+from conftest import COCO_MINI, ROOT
+
+TOL = 1e-4
+
+
+def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BatchNorm statistics and affine parameters (and spatial BN ones), a larger final layer: activations
+    and heatmaps of O(1), as after training, so that the tolerances mean something."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    nn.init.normal_(model.head.final.weight, std=0.3)
+    return model.eval()
+
+
+def _model(backbone: str, variant: str, head: str = "light", spatial_bn: bool = False) -> nn.Module:
+    act = f"dyrelu_{variant.lower()}" if variant != "relu" else "relu"
+    cfg = load_config(None, [f"model.backbone=mobilenet_v3_{backbone}", f"model.act={act}", f"model.head_act={act}",
+                             f"model.head={head}", f"model.dyrelu.spatial_bn={spatial_bn}"])
+    return trained_like(build_model(cfg.model))
+
+
+def _site_errors(model: nn.Module, fused: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Max |difference| of every fused site against the original modules it replaces, both fed the original
+    model's input to that site (so errors do not accumulate from site to site)."""
+    sites = {name: m for name, m in fused.named_modules() if isinstance(m, FusedConvAct)}
+    originals = dict(model.named_modules())
+    inputs, outputs, hooks = {}, {}, []
+    for name, site in sites.items():
+        hooks.append(originals[site.source[0]].register_forward_hook(
+            lambda m, i, o, key=name: inputs.__setitem__(key, i[0])))
+        hooks.append(originals[site.source[-1]].register_forward_hook(
+            lambda m, i, o, key=name: outputs.__setitem__(key, o)))
+    with torch.no_grad():
+        model(x)
+        errors = {name: (site(inputs[name]) - outputs[name]).abs().max().item() for name, site in sites.items()}
+    for h in hooks:
+        h.remove()
+    return errors
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("variant", ["A", "B", "C"])
+@pytest.mark.parametrize("backbone", ["large", "small"])
+def test_every_site_exact(backbone, variant, batch):
+    model = _model(backbone, variant)
+    fused = fuse_for_inference(model)
+    x = torch.randint(0, 256, (batch, 3, 96, 64), dtype=torch.uint8)
+    errors = _site_errors(model, fused, x)
+    dyrelu_sites = [m for m in fused.modules() if isinstance(m, FusedConvAct) and isinstance(m.act, FusedDyReLU)]
+    assert len(dyrelu_sites) == sum(isinstance(m, DyReLU) for m in model.modules())  # every DY-ReLU is rewritten
+    assert sum(m.reads_input for m in dyrelu_sites) >= len(dyrelu_sites) // 3  # the 1x1 sites read the conv input
+    assert not any(isinstance(m, (DyReLU, nn.BatchNorm2d)) for m in fused.modules())
+    assert max(errors.values()) < TOL, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
+    with torch.no_grad():
+        reference = model(x)
+        assert reference.abs().max() > 0.1
+        assert (fused(x) - reference).abs().max() < TOL
+
+
+@pytest.mark.parametrize("head, spatial_bn", [("deconv", False), ("light", True)])
+def test_deconv_head_and_spatial_bn_channels_last(head, spatial_bn):
+    model = _model("small", "C", head=head, spatial_bn=spatial_bn)
+    for m in model.modules():  # spatial BN with non-trivial statistics: its scale folds, its shift drops out
+        if isinstance(m, DyReLU) and m.spatial_bn is not None:
+            m.spatial_bn.running_mean.fill_(0.3)
+            m.spatial_bn.running_var.fill_(2.0)
+            m.spatial_bn.weight.data.fill_(1.5)
+    fused = fuse_for_inference(model).to(memory_format=torch.channels_last)
+    x = torch.randint(0, 256, (2, 3, 128, 96), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    assert max(_site_errors(model, fused, x).values()) < TOL
+    if head == "deconv":  # the deconv head's ConvTranspose2d + BN + DY-ReLU runs became sites
+        assert [m.source for m in fused.head.deconv if isinstance(m, FusedConvAct)][0] == (
+            "head.deconv.0", "head.deconv.1", "head.deconv.2")
+    with torch.no_grad():
+        out = fused(x)
+        assert (out - model(x)).abs().max() < TOL
+
+
+def test_relu_twin_and_original_untouched():
+    model = _model("small", "relu").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_for_inference(model)
+    assert model.training and not fused.training  # the live model keeps training mode and its modules
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert not any(p.requires_grad for p in fused.parameters())
+    x = torch.randint(0, 256, (2, 3, 128, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        assert (fused(x) - model.eval()(x)).abs().max() < TOL
+
+
+def test_fold_batchnorm_grouped_transposed_conv():
+    conv, bn = nn.ConvTranspose2d(8, 6, 4, 2, 1, groups=2, bias=True), nn.BatchNorm2d(6)
+    trained_like(nn.ModuleDict({"head": nn.ModuleDict({"final": nn.Conv2d(1, 1, 1)}), "bn": bn}))
+    x = torch.randn(2, 8, 5, 4)
+    with torch.no_grad():
+        assert (fold_batchnorm(conv, bn)(x) - bn(conv(x))).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="needs a Conv2d or ConvTranspose2d"):
+        fold_batchnorm(nn.Linear(2, 2), bn)
+
+
+def test_onnx_export_of_the_fused_graph(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from keypoints.backends.onnx import OnnxBackend, export_onnx
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    model = trained_like(build_model(cfg.model))
+    path = export_onnx(fuse_for_inference(model), tmp_path / "fused.onnx", info=ModelInfo.from_config(cfg))
+    backend = OnnxBackend(path, threads=2)
+    x = torch.randint(0, 256, (3, 3, 128, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        assert (backend(x) - model(x)).abs().max() < TOL
+
+
+def test_same_keypoints_and_ap_on_coco_mini():
+    """The fused model through the one test-time path (crop, flip test, decode) and the COCO evaluator: the same
+    heatmaps on real crops, the same keypoints and the same AP as the live model."""
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [f"data.root={COCO_MINI}", "data.workers=0",
+                                                              "test.batch_size=16"])
+    model = trained_like(build_model(cfg.model))
+    info = ModelInfo.from_config(cfg)
+    dataset = build_dataset(cfg, "val")
+    results = []
+    for net in (model, fuse_for_inference(model)):
+        inference = TopDownInference.from_config(TorchBackend(net, info, "cpu"), cfg)
+        evaluator = CocoKeypointEvaluator(dataset.ann_file, box_source=dataset.box_source)
+        batch = next(iter(build_dataloader(dataset, cfg, train=False)))
+        keypoints, heatmaps = inference.predict_crops(batch["image"], batch["center"], batch["scale"])
+        metrics = evaluate(inference, build_dataloader(dataset, cfg, train=False), evaluator, progress=False)
+        results.append((keypoints, heatmaps, metrics))
+    (kp_ref, hm_ref, ap_ref), (kp, hm, ap) = results
+    assert hm_ref.abs().max() > 0.1 and (hm - hm_ref).abs().max() < TOL
+    assert (kp[..., :2] - kp_ref[..., :2]).abs().max() < 1e-2  # image pixels
+    assert ap_ref["num_instances"] == 40
+    assert abs(ap["AP"] - ap_ref["AP"]) <= 1e-3 and abs(ap["AR"] - ap_ref["AR"]) <= 1e-3
