@@ -13,9 +13,9 @@ from keypoints.data import build_dataloader, build_dataset
 from keypoints.engine import evaluate
 from keypoints.evaluation import CocoKeypointEvaluator
 from keypoints.inference import TopDownInference
-from keypoints.models import DyReLU, build_model
+from keypoints.models import DyReLU, build_model, load_pose_checkpoint
 from keypoints.models.fused import FusedConvAct, FusedDyReLU, fold_batchnorm, fuse_for_inference
-from conftest import COCO_MINI, ROOT
+from conftest import COCO_MINI, ROOT, TRAINED_CHECKPOINT
 
 TOL = 1e-4
 
@@ -136,12 +136,12 @@ def test_onnx_export_of_the_fused_graph(tmp_path):
 
 
 def test_same_keypoints_and_ap_on_coco_mini():
-    """The fused model through the one test-time path (crop, flip test, decode) and the COCO evaluator: the same
-    heatmaps on real crops, the same keypoints and the same AP as the live model."""
-    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [f"data.root={COCO_MINI}", "data.workers=0",
-                                                              "test.batch_size=16"])
-    model = trained_like(build_model(cfg.model))
-    info = ModelInfo.from_config(cfg)
+    """The trained quickstart checkpoint (AP ~0.76 on coco_mini val) and its fused form through the one test-time
+    path (crop, flip test, decode) and the COCO evaluator: the same heatmaps on real crops, the same keypoints and
+    the same AP."""
+    model, cfg, metadata = load_pose_checkpoint(str(TRAINED_CHECKPOINT))
+    cfg.data.root, cfg.data.workers, cfg.test.batch_size = str(COCO_MINI), 0, 16
+    info = ModelInfo.from_config(cfg, metadata=metadata)
     dataset = build_dataset(cfg, "val")
     results = []
     for net in (model, fuse_for_inference(model)):
@@ -152,7 +152,7 @@ def test_same_keypoints_and_ap_on_coco_mini():
         metrics = evaluate(inference, build_dataloader(dataset, cfg, train=False), evaluator, progress=False)
         results.append((keypoints, heatmaps, metrics))
     (kp_ref, hm_ref, ap_ref), (kp, hm, ap) = results
-    assert hm_ref.abs().max() > 0.1 and (hm - hm_ref).abs().max() < TOL
+    assert hm_ref.abs().max() > 0.3 and (hm - hm_ref).abs().max() < TOL
     assert (kp[..., :2] - kp_ref[..., :2]).abs().max() < 1e-2  # image pixels
-    assert ap_ref["num_instances"] == 40
+    assert ap_ref["num_instances"] == 40 and ap_ref["AP"] > 0.5
     assert abs(ap["AP"] - ap_ref["AP"]) <= 1e-3 and abs(ap["AR"] - ap_ref["AR"]) <= 1e-3
