@@ -1,4 +1,4 @@
-"""Synthetic COCO person-keypoint dataset: articulated cartoon people on cluttered backgrounds.
+"""Synthetic COCO keypoint datasets: articulated cartoon people (or birds) on cluttered backgrounds.
 
 Deterministic by seed (each image draws from its own ``numpy`` generator seeded by ``(seed, split, index)``),
 written in the standard layout so every COCO tool reads it unchanged:
@@ -6,6 +6,9 @@ written in the standard layout so every COCO tool reads it unchanged:
     <out>/train2017/*.jpg, <out>/val2017/*.jpg
     <out>/annotations/person_keypoints_{train,val}2017.json
     <out>/person_detection_results/detections_val2017.json   (jittered true boxes + false positives, scored)
+
+``kind="bird"`` writes 5-keypoint birds seen from above instead (:mod:`keypoints.data.synthetic_birds`), named
+``bird_keypoints_*.json`` and ``bird_detection_results/``: a dataset that is not a person, for the whole flow.
 
 People (1-4 per image) face the camera: the person's left side is on the image right when upright, and every left
 limb has a warm colour (red-orange-yellow), every right limb a cool one (blue-cyan), torsos green or purple.
@@ -32,13 +35,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..constants import KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGORY_ID, SKELETON
+from ..metadata import DatasetMeta
 
 SPLIT_CODES = {"train": 0, "val": 1}
 FIRST_IMAGE_ID = {"train": 1, "val": 1_000_001}  # unique over both splits, as in COCO
 
+PERSON = DatasetMeta.coco_person()
+KINDS = ("person", "bird")
 # Keypoint indices by name, for readable geometry below.
-K = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+K = {name: i for i, name in enumerate(PERSON.keypoint_names)}
 
 # Hue ranges (colorsys units, 0..1) of the left/right colour families and the torso.
 LEFT_HUES, RIGHT_HUES = (0.0, 0.12), (0.52, 0.66)
@@ -63,7 +68,7 @@ def sample_pose(rng: np.random.Generator, height: float, center: np.ndarray, rot
     ``center``, rotated by ``rotation`` degrees. Local frame: x to the person's left (image right), y down."""
     u = height * rng.uniform(0.92, 1.08, size=8)  # per-segment length variation
     down = lambda deg, side: np.array([side * math.sin(math.radians(deg)), math.cos(math.radians(deg))])  # noqa: E731
-    p = np.zeros((NUM_KEYPOINTS, 2))
+    p = np.zeros((PERSON.num_keypoints, 2))
     lean = rng.uniform(-12, 12)
     spine = -down(lean, 1.0)  # pelvis -> neck
     across = np.array([-spine[1], spine[0]])  # towards the person's left
@@ -253,7 +258,7 @@ def render_image(rng: np.random.Generator, size: tuple[int, int] = (320, 240), c
             anns.append({"iscrowd": 1, "segmentation": uncompressed_rle(crowd), "area": float(crowd.sum()),
                          "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                                   float(ys.max() - ys.min() + 1)],
-                         "num_keypoints": 0, "keypoints": [0] * (3 * NUM_KEYPOINTS)})
+                         "num_keypoints": 0, "keypoints": [0] * (3 * PERSON.num_keypoints)})
     n = int(rng.integers(1, 5))
     heights = np.sort(h * rng.uniform(0.35, 0.95 if n <= 2 else 0.7, size=n))  # small (far) first
     people = []
@@ -275,7 +280,7 @@ def render_image(rng: np.random.Generator, size: tuple[int, int] = (320, 240), c
         _paint(img, prims)
         ids[mask > 0] = i + 1
         if rng.random() < occlusion_prob:
-            occ = _occluder(rng, kp[rng.integers(NUM_KEYPOINTS)], height * rng.uniform(0.15, 0.35))
+            occ = _occluder(rng, kp[rng.integers(PERSON.num_keypoints)], height * rng.uniform(0.15, 0.35))
             _paint(img, occ)
             _paint(ids, occ, 255)
         persons.append((kp, mask))
@@ -300,7 +305,8 @@ def render_image(rng: np.random.Generator, size: tuple[int, int] = (320, 240), c
 # ----------------------------------------------------------------------------- files
 
 
-def _detections(rng: np.random.Generator, image_id: int, anns: list[dict], w: int, h: int) -> list[dict]:
+def _detections(rng: np.random.Generator, image_id: int, anns: list[dict], w: int, h: int,
+                category_id: int = PERSON.category_id) -> list[dict]:
     """Detector-like boxes: most true people with jitter and high scores, a few misses and false positives."""
     dets = []
     for ann in anns:
@@ -309,21 +315,33 @@ def _detections(rng: np.random.Generator, image_id: int, anns: list[dict], w: in
         x, y, bw, bh = ann["bbox"]
         cx, cy = x + bw / 2 + rng.normal(0, 0.05) * bw, y + bh / 2 + rng.normal(0, 0.05) * bh
         bw, bh = bw * math.exp(rng.normal(0, 0.08)), bh * math.exp(rng.normal(0, 0.08))
-        dets.append({"image_id": image_id, "category_id": PERSON_CATEGORY_ID,
+        dets.append({"image_id": image_id, "category_id": category_id,
                      "bbox": [round(cx - bw / 2, 2), round(cy - bh / 2, 2), round(bw, 2), round(bh, 2)],
                      "score": round(float(np.clip(rng.normal(0.85, 0.1), 0.3, 1.0)), 4)})
     for _ in range(int(rng.poisson(0.5))):
         bw, bh = rng.uniform(0.1, 0.4) * w, rng.uniform(0.2, 0.6) * h
-        dets.append({"image_id": image_id, "category_id": PERSON_CATEGORY_ID,
+        dets.append({"image_id": image_id, "category_id": category_id,
                      "bbox": [round(rng.uniform(0, w - bw), 2), round(rng.uniform(0, h - bh), 2), round(bw, 2),
                               round(bh, 2)],
                      "score": round(float(rng.uniform(0.05, 0.5)), 4)})
     return dets
 
 
+def _kind(kind: str):
+    """(metadata, renderer) of a synthetic ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not valid; choose one of {', '.join(KINDS)}")
+    if kind == "person":
+        return PERSON, render_image
+    from .synthetic_birds import BIRD, render_bird_image
+
+    return BIRD, render_bird_image
+
+
 def generate_split(out: str | Path, split: str, num_images: int, seed: int = 0,
-                   size: tuple[int, int] = (320, 240)) -> tuple[dict, list[dict]]:
+                   size: tuple[int, int] = (320, 240), kind: str = "person") -> tuple[dict, list[dict]]:
     """Render and write ``num_images`` JPEGs of ``split``; return the COCO dict and the detections list."""
+    meta, render = _kind(kind)
     out = Path(out)
     image_dir = out / f"{split}2017"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -332,28 +350,29 @@ def generate_split(out: str | Path, split: str, num_images: int, seed: int = 0,
     for index in range(num_images):
         rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
         image_id = FIRST_IMAGE_ID[split] + index
-        img, anns = render_image(rng, size)
+        img, anns = render(rng, size)
         file_name = f"{image_id:012d}.jpg"
         cv2.imwrite(str(image_dir / file_name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, "license": 0})
         for ann in anns:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": PERSON_CATEGORY_ID,
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": meta.category_id,
                                 **ann})
         if split == "val":
-            detections += _detections(rng, image_id, anns, w, h)
+            detections += _detections(rng, image_id, anns, w, h, meta.category_id)
     coco = {
-        "info": {"description": f"synthetic person keypoints ({split}, seed {seed})", "version": "1.0"},
+        "info": {"description": f"synthetic {kind} keypoints ({split}, seed {seed})", "version": "1.0"},
         "licenses": [{"id": 0, "name": "generated, no restrictions", "url": ""}],
         "images": images, "annotations": annotations,
-        "categories": [{"id": PERSON_CATEGORY_ID, "name": "person", "supercategory": "person",
-                        "keypoints": list(KEYPOINT_NAMES), "skeleton": [[a + 1, b + 1] for a, b in SKELETON]}],
+        "categories": [meta.to_coco_category()],
     }
     return coco, detections
 
 
 def make_synthetic_dataset(out: str | Path, train_images: int = 500, val_images: int = 100, seed: int = 0,
-                           size: tuple[int, int] = (320, 240)) -> dict:
-    """Write the whole dataset under ``out``; returns a summary (paths, counts, seconds)."""
+                           size: tuple[int, int] = (320, 240), kind: str = "person") -> dict:
+    """Write the whole dataset of ``kind`` (person | bird) under ``out``; returns a summary (paths, counts,
+    seconds)."""
+    _kind(kind)
     if train_images < 0 or val_images < 0 or min(size) < 32:
         raise ValueError(f"need non-negative image counts and a size of at least 32x32, got {train_images}, "
                          f"{val_images}, {size}")
@@ -362,14 +381,14 @@ def make_synthetic_dataset(out: str | Path, train_images: int = 500, val_images:
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     summary: dict = {"root": str(out)}
     for split, n in (("train", train_images), ("val", val_images)):
-        coco, dets = generate_split(out, split, n, seed, size)
-        ann_file = out / "annotations" / f"person_keypoints_{split}2017.json"
+        coco, dets = generate_split(out, split, n, seed, size, kind)
+        ann_file = out / "annotations" / f"{kind}_keypoints_{split}2017.json"
         ann_file.write_text(json.dumps(coco, separators=(",", ":")))
         summary[split] = {"images": n, "annotations": len(coco["annotations"]),
                           "with_keypoints": sum(a["num_keypoints"] > 0 for a in coco["annotations"]),
                           "crowd": sum(a["iscrowd"] for a in coco["annotations"]), "ann_file": str(ann_file)}
         if split == "val":
-            det_file = out / "person_detection_results" / "detections_val2017.json"
+            det_file = out / f"{kind}_detection_results" / "detections_val2017.json"
             det_file.parent.mkdir(parents=True, exist_ok=True)
             det_file.write_text(json.dumps(dets, separators=(",", ":")))
             summary["detections"] = {"boxes": len(dets), "file": str(det_file)}
