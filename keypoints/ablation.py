@@ -2,7 +2,7 @@
 
 A sweep file (YAML) names the runs and the budget shared by all of them; paths are relative to the file::
 
-    description: DY-ReLU paper ablation on the synthetic data
+    description: DY-ReLU paper ablation on the synthetic data      # first line: the plot title
     seeds: [0, 1, 2]
     epochs: 8                                  # optional; else each config's train.epochs
     opts: [train.milestones=[6,7]]             # applied to every run (the budget)
@@ -226,12 +226,14 @@ def _move_aside(folder: Path) -> Path:
 
 
 def run_sweep(sweep: Sweep, output_dir: str | Path, device: str = "auto", data_root: str | None = None,
-              extra_opts: Sequence[str] = (), train_script: str | Path = TRAIN_SCRIPT,
+              extra_opts: Sequence[str] = (), train_script: str | Path = TRAIN_SCRIPT, threads: int | None = None,
               dry_run: bool = False) -> dict[tuple[str, int], str]:
     """Train every run x seed that is not finished; returns ``{(name, seed): outcome}``.
 
     Outcomes: ``skipped`` (already finished), ``trained``, ``resumed``, ``failed`` (non-zero exit; the sweep goes on,
     see ``OUT/logs``) or, with ``dry_run``, ``would train`` / ``would resume`` (commands are logged, nothing runs).
+    ``threads`` sets ``OMP_NUM_THREADS`` of the runs (CPU training on a busy machine: 1 thread avoids OpenMP threads
+    waiting for each other, measured 16x faster per step than 2 threads on 2 shared cores).
     """
     output_dir = Path(output_dir)
     outcomes: dict[tuple[str, int], str] = {}
@@ -239,6 +241,8 @@ def run_sweep(sweep: Sweep, output_dir: str | Path, device: str = "auto", data_r
     # train.py imports the package of its own checkout, as the caller does (not another installed copy)
     paths = [str(Path(train_script).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     for seed in sweep.seeds:  # seed-major: an interrupted sweep has every config at the same number of seeds
         for run in sweep.runs:
             overrides = run_overrides(sweep, run, seed, extra_opts)
@@ -332,8 +336,9 @@ def summarise(sweep: Sweep, results: list[RunResult], costs: dict[str, tuple[int
     return rows
 
 
-def _fmt(mean: float, std: float) -> str:
-    return "-" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+def _fmt(mean: float, std: float, n: int, spec: str = ".3f") -> str:
+    """``mean ± std``; a single seed has no spread to show."""
+    return "-" if math.isnan(mean) else f"{mean:{spec}}" if n < 2 else f"{mean:{spec}} ± {std:.3f}"
 
 
 def format_markdown(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
@@ -348,9 +353,9 @@ def format_markdown(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
         lines = ([f"**{group}**", ""] if group else []) + [header, align]
         for name in members:
             r = by_name[name]
-            cells = [name, str(r["n"])] + [_fmt(r[k], r[k + "_std"]) for k in METRICS]
+            cells = [name, str(r["n"])] + [_fmt(r[k], r[k + "_std"], r["n"]) for k in METRICS]
             if delta:
-                cells.append(f"{r['dAP']:+.3f} ± {r['dAP_se']:.3f}" if "dAP" in r else "-")
+                cells.append(_fmt(r["dAP"], r["dAP_se"], r["n"], "+.3f") if "dAP" in r else "-")
             cells += [f"{r['params'] / 1e6:.3f}", f"{r['macs'] / 1e6:.1f}",
                       "-" if math.isnan(r["train_min"]) else f"{r['train_min']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -381,9 +386,10 @@ def plot_summary(sweep: Sweep, rows: list[dict[str, Any]], results: list[RunResu
 
     by_name = {r["name"]: r for r in rows}
     groups = sweep.groups or {"": [r.name for r in sweep.runs]}
-    labels, xs, colours, x = [], [], [], 0.0
+    labels, xs, colours, spans, x = [], [], [], [], 0.0
     cmap = plt.get_cmap("tab10")
     for gi, members in enumerate(groups.values()):
+        spans.append((x, x + len(members) - 1))
         for name in members:
             labels.append(name)
             xs.append(x)
@@ -397,13 +403,13 @@ def plot_summary(sweep: Sweep, rows: list[dict[str, Any]], results: list[RunResu
     for xi, name in zip(xs, labels):
         seeds = [r.metrics["AP"] for r in results if r.name == name and r.status == "done"]
         ax.plot([xi] * len(seeds), seeds, "k.", ms=4)
-    top = max((m + s for m, s in zip(means, stds) if not math.isnan(m)), default=1.0)
-    ax.set_ylim(0.0, min(1.0, top * 1.1 + 0.02))  # bars from zero: a cut axis would magnify the gaps
-    ax.set_xticks(xs, labels, rotation=30, ha="right")
-    ax.set_ylabel(f"AP (mean ± std, {len(sweep.seeds)} seeds)")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i % 10), alpha=0.75) for i in range(len(groups))]
+    top = max((m + s for m, s in zip(means, stds) if not math.isnan(m)), default=0.8)
+    ax.set_ylim(0.0, min(1.0, top) * 1.2)  # bars from zero: a cut axis would magnify the gaps
     if sweep.groups:
-        ax.legend(handles, list(groups), loc="lower right", fontsize=8)
+        for (a, b), group in zip(spans, groups):
+            ax.text((a + b) / 2, min(1.0, top) * 1.1, group, ha="center", fontsize=8)
+    ax.set_xticks(xs, labels, rotation=30, ha="right")
+    ax.set_ylabel("AP (mean ± std over seeds)")
     ax.set_title(title or (sweep.description.splitlines()[0] if sweep.description else ""), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -2,7 +2,8 @@
 
     # the DY-ReLU paper's keypoint ablation on the synthetic data, on the CPU (about an hour on 2 cores)
     python tools/make_synthetic.py --out data/synthetic
-    python tools/ablate.py --sweep configs/ablations/sweeps/synthetic_paper.yaml --output-dir outputs/ablation_synthetic
+    python tools/ablate.py --sweep configs/ablations/sweeps/synthetic_paper.yaml --output-dir outputs/ablation_synthetic \
+        --data-root data/synthetic --device cpu --threads 1
     # the same ablation on COCO with a GPU (210 epochs per run)
     python tools/ablate.py --sweep configs/ablations/sweeps/coco_paper.yaml --output-dir outputs/ablation_coco \
         --device cuda --data-root data/coco
@@ -43,6 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="folder of the sweep (run folders, logs, summary)")
     p.add_argument("--data-root", help="dataset root for every run (sets data.root)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="passed to tools/train.py")
+    p.add_argument("--threads", type=int, help="CPU threads per run (OMP_NUM_THREADS; 1 on a busy machine)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (replace the sweep's)")
     p.add_argument("--epochs", type=int, help="epochs of every run (replaces the sweep's budget)")
     p.add_argument("--runs", nargs="+", metavar="NAME", help="only these runs of the sweep")
@@ -71,7 +73,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     failed = []
     if not args.report_only:
         outcomes = run_sweep(sweep, out, device=args.device, data_root=args.data_root, extra_opts=args.opts,
-                             train_script=TRAIN_SCRIPT, dry_run=args.dry_run)
+                             train_script=TRAIN_SCRIPT, threads=args.threads, dry_run=args.dry_run)
         counts = {o: list(outcomes.values()).count(o) for o in sorted(set(outcomes.values()))}
         logger.info("runs: %s", ", ".join(f"{n} {o}" for o, n in counts.items()))
         if args.dry_run:
