@@ -2,8 +2,8 @@
 
     # the DY-ReLU paper's keypoint ablation on the synthetic data, on the CPU (about an hour on 2 cores)
     python tools/make_synthetic.py --out data/synthetic
-    python tools/ablate.py --sweep configs/ablations/sweeps/synthetic_paper.yaml --output-dir outputs/ablation_synthetic \
-        --data-root data/synthetic --device cpu --threads 1
+    python tools/ablate.py --sweep configs/ablations/sweeps/synthetic_paper.yaml \
+        --output-dir outputs/ablation_synthetic --data-root data/synthetic --device cpu --threads 1
     # the same ablation on COCO with a GPU (210 epochs per run)
     python tools/ablate.py --sweep configs/ablations/sweeps/coco_paper.yaml --output-dir outputs/ablation_coco \
         --device cuda --data-root data/coco
