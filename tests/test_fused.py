@@ -132,7 +132,26 @@ def test_onnx_export_of_the_fused_graph(tmp_path):
     backend = OnnxBackend(path, threads=2)
     x = torch.randint(0, 256, (3, 3, 128, 96), dtype=torch.uint8)
     with torch.no_grad():
-        assert (backend(x) - model(x)).abs().max() < TOL
+        reference = model(x)
+    assert (backend(x) - reference).abs().max() < TOL
+
+
+def test_openvino_backend_runs_the_fused_onnx_file(tmp_path):
+    pytest.importorskip("openvino")
+    from keypoints.backends import load_backend
+    from keypoints.backends.onnx import export_onnx
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    model = trained_like(build_model(cfg.model))
+    path = export_onnx(model, tmp_path / "fused.onnx", info=ModelInfo.from_config(cfg))
+    backend = load_backend(path, "openvino", threads=2)
+    assert backend.name == "openvino" and backend.info.input_size == (96, 128)
+    x = torch.randint(0, 256, (3, 3, 128, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        reference = model(x)
+    for n in (3, 1, 3):  # one static-shape compile per batch size, reused
+        assert (backend(x[:n]) - reference[:n]).abs().max() < TOL
+    assert sorted(backend.requests) == [1, 3]
 
 
 def test_same_keypoints_and_ap_on_coco_mini():

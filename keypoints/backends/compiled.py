@@ -16,8 +16,11 @@ CPU runtime of the DY-ReLU models. Two forms behind the one backend interface:
     backend = load_backend("model.pt2")                                # AotBackend, no compile
     backend = load_backend("best.pth", "compiled")                     # CompiledBackend of a checkpoint
 
-Measured on the 2-core development machine (shared with other jobs, so times are rough; see tools/benchmark.py):
-compile times are in the notes of :mod:`keypoints.models.fused`.
+First start, measured on the 2-core development machine while other jobs loaded it (load average 6-10, so these are
+upper bounds): torch.compile of the fused DY-ReLU-C Large model took 512 s at batch 1 with a cold inductor cache and
+35 s in a later process with the cache warm, 257 s at batch 8 (kernels partly cached); the ReLU twin 60 s per batch
+size. The AOTInductor package of the Large model for batch sizes (1, 8) compiled in 128 s (kernel cache warm) and
+loads in 3.4 s. Runtime ratios against the ReLU twin are in :mod:`keypoints.models.fused`.
 
 Inputs are uint8 (or float) RGB crops in [0, 255]; they are made channels_last (the memory format the network is
 compiled for) before the call. ``threads`` sets PyTorch's intra-op threads, which are process-wide.
@@ -95,10 +98,10 @@ class CompiledBackend(Backend):
 
 def export_compiled(model: nn.Module, path: str | Path, *, info: ModelInfo, batch_sizes: tuple[int, ...] = (1, 8),
                     fuse: bool = True, max_autotune: bool = False) -> Path:
-    """Write an AOTInductor package of the fused ``model`` (CPU, float32) to ``path`` (``.pt2``), one compiled graph
-    per batch size in ``batch_sizes`` (static shapes, each specialised by inductor), with ``info`` in the metadata. :class:`AotBackend` runs any batch
-    with them (see :func:`plan_batches`). Compiling takes minutes per batch size for the Large model on 2 cores;
-    loading the package takes about a second. A failed compile leaves no file behind."""
+    """Write an AOTInductor package of the fused ``model`` (CPU, float32) to ``path`` (``.pt2``): one compiled graph
+    per batch size in ``batch_sizes`` (static shapes, each specialised by inductor), ``info`` in the metadata.
+    :class:`AotBackend` runs any batch with them (see :func:`plan_batches`). Compiling takes minutes per batch size
+    for the Large model on 2 cores; loading the package takes about a second. A failed compile leaves no file."""
     from torch._inductor.package import package_aoti
 
     path = Path(path)

@@ -24,12 +24,23 @@ ReLU / h-swish sites get the BatchNorm folding only (the "ReLU twin" is fused th
 are fair). The ImageNet normalisation stays a separate step: folding it into the stem convolution is not exact at
 the zero-padded border.
 
-Measured (2026-11-30, this 2-core machine shared with other jobs, 256x192, 2 threads, medians of interleaved runs,
-ms per crop; noisy, see the README / tools/benchmark.py for current numbers):
+Measured 2026-11-30 on the 2-core development machine while it ran other jobs (load average 6-9), so wall-clock
+times were useless; these are process CPU milliseconds per crop at 1 thread (medians of 20 interleaved runs, one
+process, untrained MobileNetV3-Large + light head, 256x192), ReLU twin vs DY-ReLU-C, both fused. Take them as
+ratios; tools/benchmark.py measures the shipped runtimes properly.
 
-    runtime                         batch  ReLU twin  DY-ReLU-C Large   ratio
-    eager (channels_last), fused      1       ...          ...           ...
+    runtime                              batch   twin    DY-ReLU-C   ratio
+    eager, channels_last (unfused DY-C)    1     14.7    34.9 (45.3)  2.4x
+                                           8     14.6    28.9 (33.5)  2.0x
+    torch.compile, freezing                1     13.5    22.4         1.7x
+                                           8     14.5    16.7         1.15x (1.3x on the minima)
+    ONNX Runtime, fused graph              1      8.3    21-38        2.5-4.6x (two runs)
 
+ONNX Runtime runs every elementwise operator as its own pass over the tensor (no fusion of the DY-ReLU chain), so
+no exact rewrite brings it near the twin; the fused graph still beats the unfused one (21.1 vs 24.2 ms, same run).
+OpenVINO (f32, static shapes per batch size, 2 threads, wall-clock minima of 25 runs under load): twin 6.3 ms,
+DY-ReLU-C 16.4 ms at batch 1 (ONNX Runtime in the same run: 8.1 and 20.2), 8.4 / 21.1 at batch 8: about 2.5x,
+level with ONNX Runtime for DY-ReLU-C; with the file's dynamic batch OpenVINO was 2x slower on DY-ReLU-C.
 """
 from __future__ import annotations
 
