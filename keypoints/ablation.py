@@ -403,11 +403,12 @@ def plot_summary(sweep: Sweep, rows: list[dict[str, Any]], results: list[RunResu
     for xi, name in zip(xs, labels):
         seeds = [r.metrics["AP"] for r in results if r.name == name and r.status == "done"]
         ax.plot([xi] * len(seeds), seeds, "k.", ms=4)
-    top = max((m + s for m, s in zip(means, stds) if not math.isnan(m)), default=0.8)
-    ax.set_ylim(0.0, min(1.0, top) * 1.2)  # bars from zero: a cut axis would magnify the gaps
+    top = min(1.0, max((m + s for m, s in zip(means, stds) if not math.isnan(m)), default=0.8))
+    top = max(top, 0.05)  # all-zero AP (smoke runs) still gets an axis
+    ax.set_ylim(0.0, top * 1.2)  # bars from zero: a cut axis would magnify the gaps
     if sweep.groups:
         for (a, b), group in zip(spans, groups):
-            ax.text((a + b) / 2, min(1.0, top) * 1.1, group, ha="center", fontsize=8)
+            ax.text((a + b) / 2, top * 1.1, group, ha="center", fontsize=8)
     ax.set_xticks(xs, labels, rotation=30, ha="right")
     ax.set_ylabel("AP (mean ± std over seeds)")
     ax.set_title(title or (sweep.description.splitlines()[0] if sweep.description else ""), fontsize=9)

@@ -27,7 +27,8 @@ def _sweep_file(tmp_path, runs=("relu", "dyrelu_c")):
 
 
 def _main(sweep, out, data, *extra):
-    argv = ["--sweep", str(sweep), "--output-dir", str(out), "--data-root", str(data), "--device", "cpu", *extra]
+    argv = ["--sweep", str(sweep), "--output-dir", str(out), "--data-root", str(data), "--device", "cpu",
+            "--threads", "1", *extra]
     return ablate.main(ablate.get_args_parser().parse_args(argv))
 
 
@@ -93,7 +94,8 @@ def test_run_state_resume_and_config_mismatch(tmp_path, tiny_data):
     assert ablation.run_state(folder, cfg) == "new"
     folder.mkdir(parents=True)  # a run that died before its first checkpoint
     assert ablation.run_state(folder, cfg) == "stale"
-    outcomes = ablation.run_sweep(sweep, out, device="cpu", data_root=str(tiny_data), train_script=ablate.TRAIN_SCRIPT)
+    how = dict(device="cpu", data_root=str(tiny_data), train_script=ablate.TRAIN_SCRIPT, threads=1)
+    outcomes = ablation.run_sweep(sweep, out, **how)
     assert outcomes == {("relu", 0): "trained"} and (folder.parent / "seed0.failed1").is_dir()
     assert ablation.run_state(folder, cfg) == "done"
 
@@ -101,7 +103,7 @@ def test_run_state_resume_and_config_mismatch(tmp_path, tiny_data):
     sweep.epochs = 2
     cfg2 = load_config(run.config, ablation.run_overrides(sweep, run, 0) + [f"data.root={tiny_data}"])
     assert ablation.run_state(folder, cfg2) == "partial"
-    outcomes = ablation.run_sweep(sweep, out, device="cpu", data_root=str(tiny_data), train_script=ablate.TRAIN_SCRIPT)
+    outcomes = ablation.run_sweep(sweep, out, **how)
     assert outcomes == {("relu", 0): "resumed"}
     assert [int(float(r["epoch"])) for r in csv.DictReader(open(folder / "metrics.csv"))] == [1, 2]
     assert "--resume" in (out / "logs" / "relu_seed0.log").read_text()
