@@ -1,12 +1,15 @@
-"""Export the pose network to ONNX and prove the export scores the same COCO AP as the checkpoint.
+"""Export the pose network (ONNX, or a compiled AOTInductor package) and prove the export scores the same COCO AP.
 
     python tools/export.py --checkpoint outputs/quickstart/best.pth --output outputs/quickstart/best.onnx
     python tools/export.py --checkpoint best.pth --output model.onnx --batch 1 --opset 17 --input-dtype uint8
+    # the fastest CPU runtime, compiled once (minutes for the Large model) and loaded in about a second after that
+    python tools/export.py --checkpoint best.pth --output model.pt2            # batch sizes 1 and 8 (--batch N: N)
     # then score it, or run it, like any checkpoint
     python tools/test.py --checkpoint model.onnx --data-root data/coco
     python tools/demo.py --checkpoint model.onnx --input clip.mp4
 
-The graph is the network only: ``images`` (B, 3, H, W) RGB crops in [0, 255] (float32, or uint8 with
+Both hold the fused inference form of the network (keypoints/models/fused.py: BatchNorm folded, DY-ReLU
+rewritten exactly). The ONNX graph is the network only: ``images`` (B, 3, H, W) RGB crops in [0, 255] (float32, or uint8 with
 --input-dtype uint8; normalisation is inside) -> ``heatmaps`` (B, K, H/4, W/4). Cropping, the flip test and
 decoding (keypoints/inference.py) and rescoring and OKS-NMS (keypoints/postprocess.py) stay outside the graph and
 are shared with every backend; the model metadata they need (input and heatmap size, flip index, normalisation,
@@ -23,8 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from keypoints.backends import ModelInfo, TorchBackend, load_backend
+from keypoints.backends.compiled import COMPILED_SUFFIX, AotBackend, export_compiled
 from keypoints.backends.onnx import INPUT_DTYPES, OnnxBackend, export_onnx
 from keypoints.benchmark.timing import interleaved_medians
 from keypoints.data import build_dataloader, build_dataset
@@ -73,11 +78,11 @@ def coco_ap(backend, cfg, root: Path) -> tuple[dict, np.ndarray]:
     return metrics, evaluator.predictions()["keypoints"]
 
 
-def time_backend(backend: OnnxBackend, input_size: tuple[int, int], repeats: int) -> float:
+def time_backend(backend, input_size: tuple[int, int], repeats: int) -> float:
     """Median milliseconds per crop at batch 1 (after two warm-up runs), timed by the benchmarks' helper."""
     width, height = input_size
-    one = np.random.default_rng(0).integers(0, 256, (1, 3, height, width)).astype(np.uint8)
-    return interleaved_medians({"onnxruntime": lambda: backend.run_numpy(one)}, repeats, warmup=2)["onnxruntime"] * 1e3
+    one = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return interleaved_medians({"export": lambda: backend(one)}, repeats, warmup=2)["export"] * 1e3
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -90,19 +95,27 @@ def main(args: argparse.Namespace) -> dict:
     cfg = torch_backend.config
     tic = time.perf_counter()
     info = ModelInfo.from_config(cfg, torch_backend.info.config, torch_backend.info.metadata)
-    path = export_onnx(torch_backend.model, args.output, info=info, batch=args.batch, opset=args.opset,
-                       input_dtype=args.input_dtype, dynamo=args.dynamo)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, batch {args.batch}, input "
-          f"{args.input_dtype} (B, 3, {info.input_size[1]}, {info.input_size[0]}) RGB 0-255) in "
-          f"{time.perf_counter() - tic:.1f} s")
-    onnx_backend = OnnxBackend(path, threads=args.threads)
+    if Path(args.output).suffix == COMPILED_SUFFIX:  # AOTInductor: compiled once here, loaded without compiling
+        sizes = (1, 8) if args.batch == "dynamic" else (int(args.batch),)
+        path = export_compiled(torch_backend.model, args.output, info=info, batch_sizes=sizes)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, AOTInductor package of the fused network for "
+              f"batch sizes {sizes}, input (B, 3, {info.input_size[1]}, {info.input_size[0]}) RGB 0-255) in "
+              f"{time.perf_counter() - tic:.1f} s")
+        exported_backend = AotBackend(path, threads=args.threads)
+    else:
+        path = export_onnx(torch_backend.model, args.output, info=info, batch=args.batch, opset=args.opset,
+                           input_dtype=args.input_dtype, dynamo=args.dynamo)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, batch {args.batch}, input "
+              f"{args.input_dtype} (B, 3, {info.input_size[1]}, {info.input_size[0]}) RGB 0-255) in "
+              f"{time.perf_counter() - tic:.1f} s")
+        exported_backend = OnnxBackend(path, threads=args.threads)
     try:
         if args.batch != "dynamic":
             cfg = dataclasses.replace(cfg, test=dataclasses.replace(cfg.test, batch_size=int(args.batch)))
         check_data = Path(args.check_data) if args.check_data else \
             DEFAULT_CHECK_DATA if info.metadata.is_coco_person else Path(cfg.data.root)
         reference, ref_kpts = coco_ap(torch_backend, cfg, check_data)
-        exported, ort_kpts = coco_ap(onnx_backend, cfg, check_data)
+        exported, ort_kpts = coco_ap(exported_backend, cfg, check_data)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -110,19 +123,20 @@ def main(args: argparse.Namespace) -> dict:
     moved = float(np.abs(ref_kpts[..., :2] - ort_kpts[..., :2]).max()) if len(ref_kpts) else 0.0
     ok = delta <= args.ap_tolerance
     print(f"COCO AP on {check_data} val ({reference['num_predictions']} instances, ground-truth boxes, flip "
-          f"test): PyTorch {reference['AP']:.4f}, ONNX Runtime {exported['AP']:.4f}, |delta| {delta:.4f} "
+          f"test): PyTorch {reference['AP']:.4f}, export ({exported_backend.name}) {exported['AP']:.4f}, "
+          f"|delta| {delta:.4f} "
           f"({'within' if ok else 'ABOVE'} {args.ap_tolerance:g}); keypoints differ by at most {moved:.3f} px")
     if not ok:
         path.unlink(missing_ok=True)
         raise ValueError(f"the export scores AP {exported['AP']:.4f} against {reference['AP']:.4f} for the checkpoint "
                          f"(|delta| {delta:.4f} > {args.ap_tolerance:g}); {path} was removed; try another --opset or "
                          f"--dynamo, and report the model config")
-    latency = time_backend(onnx_backend, info.input_size, args.timing_runs) if args.timing_runs > 0 else float("nan")
+    latency = time_backend(exported_backend, info.input_size, args.timing_runs) if args.timing_runs > 0 \
+        else float("nan")
     if args.timing_runs > 0:
-        print(f"ONNX Runtime ({onnx_backend.threads} threads): {latency:.2f} ms per crop at batch 1 (median of "
-              f"{args.timing_runs})")
-    return {"output": str(path), "ap_torch": reference["AP"], "ap_onnx": exported["AP"], "ap_delta": delta,
-            "max_keypoint_diff_px": moved, "instances": reference["num_predictions"], "ort_ms_per_crop": latency}
+        print(f"{exported_backend.name}: {latency:.2f} ms per crop at batch 1 (median of {args.timing_runs})")
+    return {"output": str(path), "ap_torch": reference["AP"], "ap_export": exported["AP"], "ap_delta": delta,
+            "max_keypoint_diff_px": moved, "instances": reference["num_predictions"], "ms_per_crop": latency}
 
 
 if __name__ == "__main__":
