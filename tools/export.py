@@ -134,7 +134,7 @@ def main(args: argparse.Namespace) -> dict:
     latency = time_backend(exported_backend, info.input_size, args.timing_runs) if args.timing_runs > 0 \
         else float("nan")
     if args.timing_runs > 0:
-        print(f"{exported_backend.name}: {latency:.2f} ms per crop at batch 1 (median of {args.timing_runs})")
+        print(f"{exported_backend.name}: {latency:.2f} ms for a call with one crop (median of {args.timing_runs})")
     return {"output": str(path), "ap_torch": reference["AP"], "ap_export": exported["AP"], "ap_delta": delta,
             "max_keypoint_diff_px": moved, "instances": reference["num_predictions"], "ms_per_crop": latency}
 
