@@ -284,7 +284,18 @@ def render_image(rng: np.random.Generator, size: tuple[int, int] = (320, 240), c
             _paint(img, occ)
             _paint(ids, occ, 255)
         persons.append((kp, mask))
-    for i, (kp, mask) in enumerate(persons):
+    anns += annotate_instances(persons, ids)
+    return _add_noise(rng, img), anns
+
+
+def annotate_instances(instances: list[tuple[np.ndarray, np.ndarray]], ids: np.ndarray) -> list[dict]:
+    """COCO annotations (without ``id``/``image_id``/``category_id``) of rendered instances: ``(keypoints (K, 2),
+    amodal mask (H, W))`` each, drawn in order; ``ids`` (H, W) holds who owns each pixel (instance index + 1, 255
+    for occluders). Visibility: 2 where the keypoint's pixel shows the instance itself, 1 where something covers
+    it, 0 (and (0, 0, 0)) outside the image. Instances whose mask is empty get no annotation."""
+    h, w = ids.shape
+    anns = []
+    for i, (kp, mask) in enumerate(instances):
         area = cv2.countNonZero(mask)
         if area == 0:
             continue
@@ -299,7 +310,7 @@ def render_image(rng: np.random.Generator, size: tuple[int, int] = (320, 240), c
         anns.append({"iscrowd": 0, "segmentation": _polygons(mask), "area": float(area),
                      "bbox": [float(bx), float(by), float(bw), float(bh)],
                      "num_keypoints": int(sum(v > 0 for v in keypoints[2::3])), "keypoints": keypoints})
-    return _add_noise(rng, img), anns
+    return anns
 
 
 # ----------------------------------------------------------------------------- files

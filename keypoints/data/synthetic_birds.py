@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..metadata import DatasetMeta
-from .synthetic import _add_noise, _background, _colour, _occluder, _paint, _polygons, _shade
+from .synthetic import _add_noise, _background, _colour, _occluder, _paint, _shade, annotate_instances
 
 BIRD = DatasetMeta(keypoint_names=("beak", "head", "left_wing", "right_wing", "tail"), flip_index=(0, 1, 3, 2, 4),
                    skeleton=((0, 1), (1, 2), (1, 3), (1, 4)), category_id=16, category_name="bird")
@@ -126,20 +126,5 @@ def render_bird_image(rng: np.random.Generator, size: tuple[int, int] = (320, 24
             _paint(img, occ)
             _paint(ids, occ, 255)
         birds.append((kp, mask))
-    anns = []
-    for i, (kp, mask) in enumerate(birds):
-        area = cv2.countNonZero(mask)
-        if area == 0:
-            continue
-        bx, by, bw, bh = cv2.boundingRect(mask)
-        keypoints = []
-        for x, y in kp:
-            if 0 <= x <= w - 1 and 0 <= y <= h - 1:
-                keypoints += [round(float(x), 2), round(float(y), 2), 2 if ids[int(round(y)), int(round(x))] == i + 1
-                              else 1]
-            else:
-                keypoints += [0, 0, 0]
-        anns.append({"iscrowd": 0, "segmentation": _polygons(mask), "area": float(area),
-                     "bbox": [float(bx), float(by), float(bw), float(bh)],
-                     "num_keypoints": int(sum(v > 0 for v in keypoints[2::3])), "keypoints": keypoints})
+    anns = annotate_instances(birds, ids)
     return _add_noise(rng, img), anns
