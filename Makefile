@@ -43,7 +43,7 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 quickstart: install
-	$(BIN)/python tools/make_synthetic.py --out data/synthetic
+	$(BIN)/python tools/make_synthetic.py --out data/synthetic --overwrite
 	$(BIN)/python tools/train.py --config configs/quickstart.yaml --output-dir $(QUICKSTART) --device cpu --no-progress \
 		--overwrite
 	$(BIN)/python tools/test.py --config configs/quickstart.yaml --checkpoint $(QUICKSTART)/best.pth \

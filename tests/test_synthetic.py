@@ -158,6 +158,10 @@ def test_cli(tmp_path, capsys):
     assert summary["train"]["images"] == 2 and json.loads(capsys.readouterr().out)["val"]["images"] == 1
     gt = json.loads((tmp_path / "annotations/person_keypoints_val2017.json").read_text())
     assert (gt["images"][0]["width"], gt["images"][0]["height"]) == (160, 120)
+    before = (tmp_path / "annotations/person_keypoints_val2017.json").read_bytes()
+    with pytest.raises(ValueError, match="already holds a dataset.*--overwrite"):  # nothing is replaced unasked
+        make_synthetic.main(make_synthetic.get_args_parser().parse_args(["--out", str(tmp_path), "--seed", "9"]))
+    assert (tmp_path / "annotations/person_keypoints_val2017.json").read_bytes() == before
 
 
 def test_birds_are_a_valid_non_person_dataset(tmp_path):

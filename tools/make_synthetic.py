@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from keypoints.data.synthetic import KINDS, make_synthetic_dataset
 from keypoints.utils.cli import run_cli
+from keypoints.utils.io import check_writable
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -27,10 +29,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-images", type=int, default=100, help="number of validation images")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
     parser.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"), help="image size")
+    parser.add_argument("--overwrite", action="store_true", help="write into --out even if it already holds a dataset")
     return parser
 
 
 def main(args: argparse.Namespace) -> dict:
+    annotations = Path(args.out) / "annotations"
+    if annotations.is_dir() and any(annotations.iterdir()) and not args.overwrite:
+        raise ValueError(f"{args.out} already holds a dataset ({annotations} is not empty); pass --overwrite to "
+                         f"replace its files, or another --out")
+    check_writable(args.out, "--out", folder=True)
     summary = make_synthetic_dataset(args.out, train_images=args.train_images, val_images=args.val_images,
                                      seed=args.seed, size=tuple(args.size), kind=args.kind)
     print(json.dumps(summary, indent=2))
