@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from keypoints.backends import BACKENDS, ModelInfo, backend_for, load_backend
 from keypoints.backends.compiled import AotBackend, CompiledBackend, export_compiled, plan_batches
@@ -57,8 +58,12 @@ def test_torch_compile_parity(quick):
     crops = torch.randint(0, 256, (4, 3, 128, 96), dtype=torch.uint8)
     with torch.no_grad():
         reference = model(crops)
+    counters.clear()
     for n in (4, 3, 1):  # one dynamic-batch graph for n >= 2, batch 1 specialised
         assert (backend(crops[:n]) - reference[:n]).abs().max() < TOL
+    # frozen: the convolutions' weights were pre-packed for oneDNN (not the case when freezing is only passed in
+    # torch.compile's options)
+    assert counters["inductor"]["mkldnn_conv_weight_pack_matcher_count"] > 0
 
 
 @pytest.mark.slow

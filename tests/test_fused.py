@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from keypoints.backends import ModelInfo, TorchBackend
 from keypoints.config import load_config
@@ -96,6 +97,27 @@ def test_deconv_head_and_spatial_bn_channels_last(head, spatial_bn):
     with torch.no_grad():
         out = fused(x)
         assert (out - model(x)).abs().max() < TOL
+
+
+def test_graph_form_for_the_compiler_exact():
+    """The form torch.compile / torch.export hand to inductor (hyper-function layers as broadcast products summed
+    over the input features, the elementwise pass functional), captured by dynamo and run as a Python graph (no C++
+    compile): the same function, and no BLAS linear left in the hyper functions."""
+    model = _model("small", "C")
+    fused = fuse_for_inference(model)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(fused, backend=capture, fullgraph=True)
+    x = torch.randint(0, 256, (2, 3, 96, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        assert (compiled(x) - model(x)).abs().max() < TOL
+    targets = [n.target for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    sites = sum(isinstance(m, FusedDyReLU) for m in fused.modules())
+    assert sites > 0 and F.linear not in targets and targets.count(torch.sigmoid) == sites
 
 
 def test_relu_twin_and_original_untouched():
