@@ -136,6 +136,7 @@ class FusedDyReLU(nn.Module):
         self.tau, self.gamma = act.tau, act.gamma
         self.on_input = pointwise is not None
         k, coef_channels = act.k, act.fc2.out_features // (2 * act.k)
+        self.coef_channels = coef_channels  # C, or 1 for variant A
         with torch.no_grad():
             fc1_w, fc1_b = act.fc1.weight.double(), act.fc1.bias.double()
             if pointwise is not None:  # fc1(W u + b) = (fc1 W) u + (fc1 b + fc1_bias)
@@ -167,34 +168,50 @@ class FusedDyReLU(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.channels}, variant={self.variant}, k={self.k}, reductions_on_input={self.on_input}"
 
+    def coefficient_rows(self, source: torch.Tensor) -> torch.Tensor:
+        """Every coefficient, ``(B, 2K C')`` (C' = C, or 1 for variant A): a_1 .. a_K then b_1 .. b_K, C' each."""
+        hidden = torch.relu(_hyper_linear(source.mean(dim=(2, 3)), self.fc1_weight, self.fc1_bias))
+        # written out, not addcmul: exporters record addcmul with an extra multiplication by its value (1)
+        return torch.sigmoid(_hyper_linear(hidden, self.fc2_weight, self.fc2_bias)) * self.coef_scale + self.coef_offset
+
     def coefficients(self, source: torch.Tensor) -> torch.Tensor:
         """Slopes then intercepts, ``(B, 2K, C)``: rows 0..K-1 are a_k, rows K..2K-1 are b_k."""
-        hidden = torch.relu(_hyper_linear(source.mean(dim=(2, 3)), self.fc1_weight, self.fc1_bias))
-        coef = torch.addcmul(self.coef_offset, torch.sigmoid(_hyper_linear(hidden, self.fc2_weight, self.fc2_bias)),
-                             self.coef_scale).view(source.shape[0], 2 * self.k, -1)
+        coef = self.coefficient_rows(source).view(source.shape[0], 2 * self.k, -1)
         return coef.expand(-1, -1, self.channels) if self.variant == "A" else coef
 
     def spatial_attention(self, source: torch.Tensor) -> torch.Tensor:
-        """pi ``(B, 1, H, W)`` in [0, 1]: ``min(gamma HW softmax_HW(w . source), 1)`` (1/tau inside ``w``)."""
-        n, _, h, w = source.shape
+        """pi ``(B, 1, H, W)`` in [0, 1]: ``min(gamma HW softmax_HW(w . source), 1)`` (1/tau inside ``w``), computed
+        as ``min(gamma e / mean_HW(e), 1)`` with ``e = exp(z - max_HW z)`` (the same value; no spatial size needed,
+        so an exported graph computes no shapes)."""
         if torch.onnx.is_in_onnx_export():  # a 1x1 convolution: runtimes keep it in the convolutions' layout
-            logits = F.conv2d(source, self.spatial_weight.view(1, -1, 1, 1)).view(n, h * w)
-        elif source.is_contiguous(memory_format=torch.channels_last) and not source.is_contiguous():
-            logits = torch.matmul(source.permute(0, 2, 3, 1).reshape(n, h * w, -1), self.spatial_weight)
+            logits = F.conv2d(source, self.spatial_weight.view(1, -1, 1, 1))
         else:
-            logits = torch.matmul(self.spatial_weight, source.reshape(n, -1, h * w))
-        soft = torch.softmax(logits.float(), dim=-1)
-        return torch.clamp(soft * (self.gamma * h * w), max=1.0).view(n, 1, h, w)
+            n, _, h, w = source.shape
+            if source.is_contiguous(memory_format=torch.channels_last) and not source.is_contiguous():
+                logits = torch.matmul(source.permute(0, 2, 3, 1).reshape(n, h * w, -1), self.spatial_weight)
+            else:
+                logits = torch.matmul(self.spatial_weight, source.reshape(n, -1, h * w))
+            logits = logits.view(n, 1, h, w)
+        logits = logits if logits.dtype == torch.float32 else logits.float()
+        e = torch.exp(logits - logits.amax(dim=(2, 3), keepdim=True))
+        return torch.clamp(e / e.mean(dim=(2, 3), keepdim=True) * self.gamma, max=1.0)
 
     def forward(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         source = x if source is None else source
-        coef = self.coefficients(source).to(x.dtype)
-        pi = self.spatial_attention(source).to(x.dtype) if self.spatial_weight is not None else None
+        pi = self.spatial_attention(source) if self.spatial_weight is not None else None
+        pi = pi if pi is None or pi.dtype == x.dtype else pi.to(x.dtype)
         if not _traced():  # eager: in-place, batch-chunked CPU kernel; a, b as (B, C, K)
+            coef = self.coefficients(source).to(x.dtype)
             return dyrelu_forward(x, coef[:, :self.k].transpose(1, 2), coef[:, self.k:].transpose(1, 2), pi)
-        y = torch.addcmul(coef[:, self.k, :, None, None], x, coef[:, 0, :, None, None])
+        # Traced: (B, C', 1, 1) pieces from one reshape and one split of constant sizes (no shape arithmetic in an
+        # exported graph), then the functional elementwise pass, as plain products and sums (an exported addcmul
+        # costs one more pass over the tensor: a multiplication by its value, 1).
+        rows = self.coefficient_rows(source)
+        rows = rows if rows.dtype == x.dtype else rows.to(x.dtype)
+        pieces = rows.view(-1, 2 * self.k * self.coef_channels, 1, 1).split(self.coef_channels, dim=1)
+        y = x * pieces[0] + pieces[self.k]
         for j in range(1, self.k):
-            y = torch.maximum(y, torch.addcmul(coef[:, self.k + j, :, None, None], x, coef[:, j, :, None, None]))
+            y = torch.maximum(y, x * pieces[j] + pieces[self.k + j])
         return y if pi is None else y * pi
 
 
