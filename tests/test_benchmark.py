@@ -143,6 +143,7 @@ def test_inference_section_torch_and_onnxruntime(tmp_path, monkeypatch, keep_thr
     assert demo_table.count("\n") == 6
     lines = bench_inference.target_lines(latency, demo, "tiny", settings)
     assert len(lines) == 2 and "batch 1" in lines[0] and "30 FPS" in lines[1]  # no batch 8 here
+    assert "every runtime" in lines[0] and "eager" in lines[0] and "onnxruntime" in lines[0]
     profile = bench_inference.onnx_profile(started, ["tiny"], 1, tmp_path, runs=2)
     assert profile["tiny"] and all(0 <= share <= 1 for _, share, _ in profile["tiny"])
 

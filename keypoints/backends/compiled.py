@@ -1,14 +1,15 @@
 """Compiled PyTorch: the fused network (:func:`keypoints.models.fuse_for_inference`) through inductor, the fastest
 CPU runtime of the DY-ReLU models. Two forms behind the one backend interface:
 
-- :class:`CompiledBackend` ``(model, info)``: ``torch.compile`` in this process, inductor with ``freezing`` (weights
-  become constants: BatchNorm-free convolutions pre-packed for oneDNN, the DY-ReLU elementwise chain fused into one
-  loop per site). The first call compiles; later calls of other batch sizes reuse a dynamic-batch graph (PyTorch's
-  automatic dynamic shapes: one recompile on the second distinct batch size). Inductor's on-disk cache
-  (``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_$USER``) makes a later process start faster, but it
-  still traces the model.
-- A deployable AOTInductor package (``.pt2``): :func:`export_compiled` writes it once (``torch.export`` with a
-  dynamic batch, then ``aoti_compile_and_package`` with freezing), with the :class:`ModelInfo` in its metadata;
+- :class:`CompiledBackend` ``(model, info)``: ``torch.compile`` in this process, inductor with freezing (weights
+  become constants: the BatchNorm-free convolutions pre-packed for oneDNN with ReLU fused in, the DY-ReLU hyper
+  functions and elementwise chain generated as a few fused loops per site) and the C++ wrapper. The first call
+  compiles; later calls of other batch sizes reuse a dynamic-batch graph (PyTorch's automatic dynamic shapes: one
+  recompile on the second distinct batch size). Frozen graphs skip inductor's FX graph cache, so every process
+  compiles again (its C++ kernel cache, ``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_$USER``, still
+  saves most of the C++ compilation).
+- A deployable AOTInductor package (``.pt2``): :func:`export_compiled` writes it once (``torch.export`` and
+  AOTInductor with freezing, one static graph per batch size), with the :class:`ModelInfo` in its metadata;
   :class:`AotBackend` / ``load_backend("model.pt2")`` loads it in about a second, with no compilation at all.
 
     backend = CompiledBackend(model, ModelInfo.from_config(cfg))        # compiles on the first call
@@ -16,11 +17,11 @@ CPU runtime of the DY-ReLU models. Two forms behind the one backend interface:
     backend = load_backend("model.pt2")                                # AotBackend, no compile
     backend = load_backend("best.pth", "compiled")                     # CompiledBackend of a checkpoint
 
-First start, measured on the 2-core development machine while other jobs loaded it (load average 6-10, so these are
-upper bounds): torch.compile of the fused DY-ReLU-C Large model took 512 s at batch 1 with a cold inductor cache and
-35 s in a later process with the cache warm, 257 s at batch 8 (kernels partly cached); the ReLU twin 60 s per batch
-size. The AOTInductor package of the Large model for batch sizes (1, 8) compiled in 128 s (kernel cache warm) and
-loads in 3.4 s. Runtime ratios against the ReLU twin are in :mod:`keypoints.models.fused`.
+First start on the 2-core development machine (2026-11-30, `tools/benchmark.py --sections inference`, kernel cache
+partly warm from earlier runs): 80.9 s for the DY-ReLU-C Large model (build, fuse, compile, first calls at batch 1 and
+8), 14.9 s for its ReLU twin (a cold kernel cache was not timed with freezing; without it the Large model took
+315 s under load). The AOTInductor package of the Large model for batch sizes (1, 8): 69 s to build (kernel cache
+warm), 0.2 s to load. Speeds against the ReLU twin: README, "Inference and demo".
 
 Inputs are uint8 (or float) RGB crops in [0, 255]; they are made channels_last (the memory format the network is
 compiled for) before the call. ``threads`` sets PyTorch's intra-op threads, which are process-wide.

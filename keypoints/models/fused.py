@@ -11,7 +11,7 @@ Small models, variants A/B/C, batch 1 and 8, NCHW and channels_last). The rewrit
   piece's slopes and intercepts as contiguous ``(B, C)`` rows (no per-piece slicing of an interleaved layout).
 - Spatial attention (variant C): ``1/tau`` (and, when ``spatial_bn`` is on, the BatchNorm's eval-mode scale) folded
   into the 1x1 weights; the bias and BatchNorm shift dropped (a softmax is shift-invariant); the logits computed as
-  a matrix product over channels.
+  a matrix product over channels; ``gamma HW softmax_HW(z)`` as ``gamma e / mean_HW(e)``, ``e = exp(z - max z)``.
 - DY-ReLU after a 1x1 convolution + BN (the expansion layers, the last backbone conv, the light head's blocks: most
   activations): both reductions read the convolution's input u, which is narrower (the expansion ratio) and
   available before the convolution: ``mean_HW(W u + b) = W mean_HW(u) + b`` with ``W`` folded into the first
@@ -28,23 +28,22 @@ ReLU / h-swish sites get the BatchNorm folding only (the "ReLU twin" is fused th
 are fair). The ImageNet normalisation stays a separate step: folding it into the stem convolution is not exact at
 the zero-padded border.
 
-Measured 2026-11-30 on the 2-core development machine while it ran other jobs (load average 6-9), so wall-clock
-times were useless; these are process CPU milliseconds per crop at 1 thread (medians of 20 interleaved runs, one
-process, untrained MobileNetV3-Large + light head, 256x192), ReLU twin vs DY-ReLU-C, both fused. Take them as
-ratios; tools/benchmark.py measures the shipped runtimes properly.
+The ONNX export records the same function with standard operators and no shape arithmetic (the spatial logits as a
+1x1 convolution, which runtimes keep in their convolution layout, instead of a matrix product that made OpenVINO
+transpose every tensor; no addcmul, which exports with one more pass over the tensor).
 
-    runtime                              batch   twin    DY-ReLU-C   ratio
-    eager, channels_last (unfused DY-C)    1     14.7    34.9 (45.3)  2.4x
-                                           8     14.6    28.9 (33.5)  2.0x
-    torch.compile, freezing                1     13.5    22.4         1.7x
-                                           8     14.5    16.7         1.15x (1.3x on the minima)
-    ONNX Runtime, fused graph              1      8.3    21-38        2.5-4.6x (two runs)
+Measured with ``python tools/benchmark.py --sections inference`` (2026-11-30, 2 cores, untrained weights, 256x192,
+ms per crop, DY-ReLU-C Large vs its ReLU twin fused the same way, one interleaved run):
 
-ONNX Runtime runs every elementwise operator as its own pass over the tensor (no fusion of the DY-ReLU chain), so
-no exact rewrite brings it near the twin; the fused graph still beats the unfused one (21.1 vs 24.2 ms, same run).
-OpenVINO (f32, static shapes per batch size, 2 threads, wall-clock minima of 25 runs under load): twin 6.3 ms,
-DY-ReLU-C 16.4 ms at batch 1 (ONNX Runtime in the same run: 8.1 and 20.2), 8.4 / 21.1 at batch 8: about 2.5x,
-level with ONNX Runtime for DY-ReLU-C; with the file's dynamic batch OpenVINO was 2x slower on DY-ReLU-C.
+    runtime                       batch 1               batch 8
+    compiled (inductor, frozen)   10.59 vs 7.59 (1.39x)  6.37 vs 5.04 (1.26x)
+    OpenVINO (ONNX file)           9.16 vs 4.56 (2.01x)  5.97 vs 3.91 (1.53x)
+    ONNX Runtime                  20.76 vs 5.67 (3.66x) 11.77 vs 4.13 (2.85x)
+    eager, fused                  27.76 vs 10.90 (2.55x) 13.44 vs 5.53 (2.43x)
+
+What is left: at batch 1, reading the hyper functions' ~36 MB of weights (OpenVINO's matrix-vector products do it at
+~10 GB/s: 2.9 of its 4.6 ms gap); in ONNX Runtime, every elementwise operator is a separate pass plus a layout
+conversion out of and back into its blocked convolution format.
 """
 from __future__ import annotations
 
