@@ -99,11 +99,12 @@ def test_deconv_head_and_spatial_bn_channels_last(head, spatial_bn):
         assert (out - model(x)).abs().max() < TOL
 
 
-def test_graph_form_for_the_compiler_exact():
+@pytest.mark.parametrize("variant", ["A", "C"])
+def test_graph_form_for_the_compiler_exact(variant):
     """The form torch.compile / torch.export hand to inductor (hyper-function layers as broadcast products summed
     over the input features, the elementwise pass functional), captured by dynamo and run as a Python graph (no C++
     compile): the same function, and no BLAS linear left in the hyper functions."""
-    model = _model("small", "C")
+    model = _model("small", variant)
     fused = fuse_for_inference(model)
     graphs = []
 
