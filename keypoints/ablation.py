@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 SWEEP_KEYS = ("description", "seeds", "epochs", "opts", "baseline", "groups", "runs")
 METRICS = ("AP", "AP50", "AR")  # the columns of the summary table (all in [0, 1])
-TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "train.py"  # in a source checkout
+TRAIN_MODULE = "keypoints.cli.train"  # each run: python -m keypoints.cli.train (tools/train.py)
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])  # children import this copy of the package
 
 
 @dataclass
@@ -204,10 +205,9 @@ def run_state(folder: str | Path, cfg: Config) -> str:
 
 
 def train_command(config: Path, folder: Path, overrides: Sequence[str], device: str = "auto",
-                  data_root: str | None = None, resume: bool = False,
-                  train_script: str | Path = TRAIN_SCRIPT) -> list[str]:
+                  data_root: str | None = None, resume: bool = False) -> list[str]:
     """The ``tools/train.py`` command line of one run (``--opts`` last: it takes every remaining word)."""
-    cmd = [sys.executable, str(train_script), "--config", str(config), "--output-dir", str(folder),
+    cmd = [sys.executable, "-m", TRAIN_MODULE, "--config", str(config), "--output-dir", str(folder),
            "--device", device, "--no-progress"]
     if data_root is not None:
         cmd += ["--data-root", str(data_root)]
@@ -226,7 +226,7 @@ def _move_aside(folder: Path) -> Path:
 
 
 def run_sweep(sweep: Sweep, output_dir: str | Path, device: str = "auto", data_root: str | None = None,
-              extra_opts: Sequence[str] = (), train_script: str | Path = TRAIN_SCRIPT, threads: int | None = None,
+              extra_opts: Sequence[str] = (), threads: int | None = None,
               dry_run: bool = False) -> dict[tuple[str, int], str]:
     """Train every run x seed that is not finished; returns ``{(name, seed): outcome}``.
 
@@ -239,7 +239,7 @@ def run_sweep(sweep: Sweep, output_dir: str | Path, device: str = "auto", data_r
     outcomes: dict[tuple[str, int], str] = {}
     total = len(sweep.runs) * len(sweep.seeds)
     # train.py imports the package of its own checkout, as the caller does (not another installed copy)
-    paths = [str(Path(train_script).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    paths = [PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -254,7 +254,7 @@ def run_sweep(sweep: Sweep, output_dir: str | Path, device: str = "auto", data_r
                 outcomes[(run.name, seed)] = "skipped"
                 logger.info("[%d/%d] %s seed %d: finished, skipped", index, total, run.name, seed)
                 continue
-            cmd = train_command(run.config, folder, overrides, device, data_root, state == "partial", train_script)
+            cmd = train_command(run.config, folder, overrides, device, data_root, state == "partial")
             if dry_run:
                 outcomes[(run.name, seed)] = "would resume" if state == "partial" else "would train"
                 logger.info("[%d/%d] %s", index, total, " ".join(cmd))

@@ -34,13 +34,10 @@ def coco_mmpose4() -> Path:
 
 
 def load_tool(name: str):
-    """Import tools/<name>.py as a module (the scripts are not a package)."""
-    import importlib.util
+    """The module of the command-line tool ``name`` (``keypoints.cli.<name>``; tools/<name>.py runs it)."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"keypoints.cli.{name}")
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ def test_run_state_resume_and_config_mismatch(tmp_path, tiny_data):
     assert ablation.run_state(folder, cfg) == "new"
     folder.mkdir(parents=True)  # a run that died before its first checkpoint
     assert ablation.run_state(folder, cfg) == "stale"
-    how = dict(device="cpu", data_root=str(tiny_data), train_script=ablate.TRAIN_SCRIPT, threads=1)
+    how = dict(device="cpu", data_root=str(tiny_data), threads=1)
     outcomes = ablation.run_sweep(sweep, out, **how)
     assert outcomes == {("relu", 0): "trained"} and (folder.parent / "seed0.failed1").is_dir()
     assert ablation.run_state(folder, cfg) == "done"

@@ -1,0 +1,227 @@
+"""Benchmarks, each section measuring its baseline in the same run (the machine may be noisy: compare ratios).
+
+Sections (``--sections``, default all; the code is in ``keypoints/benchmark/``, timed by one helper):
+  models       params, MACs, CPU latency (batch 1 and 32), training throughput and memory of each config, as
+               ratios to its ReLU-without-SE twin (memory: CUDA peak, or on the CPU the bytes saved for backward)
+  dyrelu       the DY-ReLU-C deconv model trained with each elementwise implementation beside its ReLU twin
+  inference    DY-ReLU-C Large and Small against their ReLU twins on every runtime (PyTorch eager, eager on the
+               fused model, compiled, ONNX Runtime, OpenVINO): ms per crop at batch 1 and 8 with the ratio, first
+               start seconds, and demo FPS (640x480 video, 2 people, tracking; read, predict, draw, write mp4)
+  loader       training data loader on real COCO images: per-stage ms, items/s per worker count, data wait
+  postprocess  flip-back, decoding, rescoring and OKS-NMS per 1,000 crops against the forward pass
+
+    python tools/benchmark.py --markdown                         # everything (~20 min on 2 cores)
+    python tools/benchmark.py --quick                            # smoke run at small sizes
+    python tools/benchmark.py --sections inference --profile     # + ONNX Runtime time per operator type
+    python tools/benchmark.py --sections inference --runtimes eager onnxruntime --inference-batches 1 8
+    python tools/benchmark.py --sections loader --loader-config configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml
+    python tools/benchmark.py --sections postprocess --json outputs/bench.json
+    # on a GPU (the DY-ReLU issue's setting: bs 256, 256x192, bf16 autocast, channels_last)
+    python tools/benchmark.py --device cuda --batch-size 256 --sections dyrelu --compile --markdown
+    python tools/benchmark.py --device cuda --batch-size 256 --sections models --markdown
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from keypoints.benchmark import BenchSettings, format_table, measure_dyrelu_impls, measure_models
+from keypoints.benchmark import inference as bench_inference
+from keypoints.benchmark.loader import loader_lines, measure_loader
+from keypoints.benchmark.postprocess import measure_postprocess, postprocess_lines
+from keypoints.benchmark.report import load_average
+from keypoints.config import load_config
+from keypoints.utils.cli import run_cli
+
+MODEL_CONFIGS = (
+    "configs/coco/ablations/mobilenetv3_large_relu_256x192.yaml",
+    "configs/coco/ablations/mobilenetv3_large_original_256x192.yaml",
+    "configs/coco/ablations/mobilenetv3_large_dyrelu_a_256x192.yaml",
+    "configs/coco/ablations/mobilenetv3_large_dyrelu_b_256x192.yaml",
+    "configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml",
+    "configs/coco/mobilenetv3_large_dyrelu_c_deconv_256x192.yaml",
+    "configs/coco/ablations/mobilenetv3_small_relu_256x192.yaml",
+    "configs/coco/mobilenetv3_small_dyrelu_c_256x192.yaml",
+)
+DYRELU_CONFIG = "configs/coco/mobilenetv3_large_dyrelu_c_deconv_256x192.yaml"
+INFERENCE_CONFIGS = ("configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml",
+                     "configs/coco/mobilenetv3_small_dyrelu_c_256x192.yaml")
+POST_CONFIGS = ("configs/quickstart.yaml", "configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml")
+SECTIONS = ("models", "dyrelu", "inference", "loader", "postprocess")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (torch and every runtime)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed interleaved rounds, medians reported (default: models 5, inference 10, others 3)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training steps and post-processing")
+    p.add_argument("--opts", nargs="*", default=[], help="overrides for every config, e.g. model.width_mult=0.25")
+    p.add_argument("--quick", action="store_true", help="smoke run: small sizes, few rounds (see each section)")
+    p.add_argument("--markdown", action="store_true", help="print README-ready markdown tables")
+    p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
+    g = p.add_argument_group("models and dyrelu (--quick: 128x96 input, training batch 4, latency batches 1 and 4)")
+    g.add_argument("--configs", nargs="+", default=list(MODEL_CONFIGS), help="model configs (section models)")
+    g.add_argument("--dyrelu-config", default=DYRELU_CONFIG, help="the DY-ReLU model of section dyrelu")
+    g.add_argument("--batch-size", type=int, default=None, help="training batch (default 16 on CPU, 256 on CUDA)")
+    g.add_argument("--latency-batches", type=int, nargs="+", default=[1, 32], help="CPU latency batches")
+    g.add_argument("--compile", action="store_true", help="section dyrelu: add torch.compile rows")
+    g = p.add_argument_group("inference (--quick: batches 1 and 2, 2 rounds, 8 video frames, 1 demo round)")
+    g.add_argument("--inference-configs", nargs="+", default=list(INFERENCE_CONFIGS),
+                   help="DY-ReLU-C configs, each timed against its ReLU twin; the first one is the targets' model")
+    g.add_argument("--runtimes", nargs="+", default=list(bench_inference.RUNTIMES), choices=bench_inference.RUNTIMES)
+    g.add_argument("--inference-batches", type=int, nargs="+", default=None, help="crops per call (default 1 8)")
+    g.add_argument("--frames", type=int, default=None, help="frames of the demo video (default 60; 0: no demo)")
+    g.add_argument("--demo-rounds", type=int, default=None, help="interleaved rounds of the demo loops (default 3)")
+    g.add_argument("--demo-modes", nargs="+", default=list(bench_inference.DEMO_MODES),
+                   choices=bench_inference.DEMO_MODES, help="tracking (no boxes given) and/or the true boxes")
+    g.add_argument("--profile", action="store_true", help="ONNX Runtime time per operator type (first pair, batch 1)")
+    g = p.add_argument_group("loader (--quick: 3 batches, 1 worker)")
+    g.add_argument("--loader-config", default="configs/quickstart.yaml", help="config whose data/aug/model are used")
+    g.add_argument("--root", default="tests/data/coco_mini", help="COCO root with train2017 (overrides data.root)")
+    g.add_argument("--samples", type=int, default=None, help="items per measurement (default 400)")
+    g.add_argument("--workers", type=int, nargs="+", default=None, help="DataLoader worker counts (default 1 2)")
+    g = p.add_argument_group("postprocess (--quick: 200 instances)")
+    g.add_argument("--post-configs", nargs="+", default=list(POST_CONFIGS), help="model configs to time")
+    g.add_argument("--instances", type=int, default=None, help="instances timed (default 1000)")
+    g.add_argument("--per-image", type=int, default=15, help="instances per image (OKS-NMS groups)")
+    g.add_argument("--post-batch", type=int, default=64, help="post-processing batch (test.batch_size)")
+    return p
+
+
+def _short(path: str) -> str:
+    return Path(path).stem.replace("mobilenetv3_", "")
+
+
+def models_sections(args: argparse.Namespace, results: dict) -> None:
+    batch = args.batch_size or (4 if args.quick else 256 if args.device == "cuda" else 16)
+    settings = BenchSettings(
+        device=args.device, batch_size=batch, threads=args.threads, compile=args.compile,
+        latency_batches=(1, 4) if args.quick else tuple(args.latency_batches),
+        input_size=(96, 128) if args.quick else None, repeats=args.repeats or (3 if args.quick else 5),
+        warmup=1 if args.quick else 2, train_iters=10 if args.device == "cuda" else 1)
+    mem = ("peak_mib", "peak MiB") if args.device == "cuda" else ("saved_mib", "saved MiB")
+    train = ("train_img_s", f"train img/s ({args.device})", ".1f")
+    print(f"## Models and DY-ReLU: training on {args.device} ({'bf16 autocast' if args.device == 'cuda' else 'fp32'},"
+          f" channels_last, batch {batch}), input {'128x96' if args.quick else 'of each config'}, medians of "
+          f"{settings.repeats} rounds\n")
+    if "models" in args.sections:
+        rows = measure_models({_short(p): load_config(p, args.opts) for p in args.configs}, settings)
+        columns = [("config", "config", "s"), ("params_m", "params (M)", ".2f"), ("macs_g", "MACs (G)", ".3f")]
+        columns += [(f"latency_b{b}_ms", f"CPU b{b} (ms)", ".1f") for b in settings.latency_batches]
+        print("### Models (ratio to the ReLU-without-SE twin in parentheses)\n")
+        print(format_table(rows, columns + [train, (*mem, ".0f")], args.markdown) + "\n")
+        print("baselines: " + "; ".join(f"{r['config']} -> {r['baseline']}" for r in rows) + "\n")
+        results["models"] = rows
+    if "dyrelu" in args.sections:
+        rows = measure_dyrelu_impls(load_config(args.dyrelu_config, args.opts), settings)
+        columns = [("implementation", "implementation", "s"), train, (*mem, ".0f"),
+                   ("speedup_vs_reference", "speedup vs reference", ".2f")]
+        print(f"### DY-ReLU-C implementations: {_short(args.dyrelu_config)} (ratio to the ReLU model in "
+              "parentheses; compiled rows against the compiled ReLU)\n")
+        print(format_table(rows, columns, args.markdown) + "\n")
+        results["dyrelu"] = rows
+
+
+def inference_section(args: argparse.Namespace, results: dict) -> None:
+    bi = bench_inference
+    settings = bi.InferenceSettings(
+        runtimes=tuple(r for r in bi.RUNTIMES if r in args.runtimes), threads=args.threads,
+        batches=tuple(args.inference_batches or ((1, 2) if args.quick else (1, 8))),
+        rounds=args.repeats or (2 if args.quick else 10), demo_rounds=args.demo_rounds or (1 if args.quick else 3),
+        frames=args.frames if args.frames is not None else (8 if args.quick else 60),
+        demo_modes=tuple(args.demo_modes), profile=args.profile)
+    pairs = {_short(p): load_config(p, args.opts) for p in args.inference_configs}
+    models = bi.model_pairs(pairs)
+    print(f"(inference: starting {len(models)} models on {', '.join(settings.runtimes)}; cold compiles take minutes)",
+          flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = bi.start_runtimes(models, settings, Path(tmp))
+        latency = bi.measure_latency(started, models, settings)
+        demo = bi.measure_demo(started, models, settings, Path(tmp)) if settings.frames else {}
+        profile = bi.onnx_profile(started, list(models)[:2], args.threads, Path(tmp)) if settings.profile else {}
+    print(f"## Inference: ms per crop (uint8 crops in, fp32, {args.threads} threads, medians of {settings.rounds} "
+          f"rounds interleaving every runtime and model); (Nx) = DY-ReLU-C / its ReLU twin, same run\n")
+    rows = bi.latency_rows(latency, started, list(pairs), settings)
+    print(format_table(rows, bi.latency_columns(settings.batches), args.markdown) + "\n")
+    print("first start: build (fuse, compile or export) and load, plus the first call at each batch; openvino "
+          "reuses onnxruntime's export\n")
+    if demo:
+        w, h = settings.frame_size
+        print(f"## Demo FPS: {settings.frames}-frame {w}x{h} video, {settings.people} people (read, predict, draw, "
+              f"write mp4; flip off; medians of {settings.demo_rounds} interleaved rounds); (Nx) = DY-ReLU-C / its "
+              f"ReLU twin\n")
+        print(format_table(bi.demo_rows(demo, models, settings), bi.demo_columns(models), args.markdown) + "\n")
+    for name, ops in profile.items():
+        print(f"ONNX Runtime time by operator type, {name}, batch 1: "
+              + ", ".join(f"{op} {share:.0%} ({runs}/run)" for op, share, runs in ops))
+    print("\n".join(bi.target_lines(latency, demo, next(iter(pairs)), settings)) + "\n")
+    results["inference"] = {"latency_ms_per_crop": {"/".join(map(str, k)): v for k, v in latency.items()},
+                            "first_start_s": {"/".join(k): s.start_s for k, s in started.items()},
+                            "notes": {"/".join(k): s.note for k, s in started.items() if s.note},
+                            "demo": {"/".join(k): {"fps": v[0], "crops_per_frame": v[1]} for k, v in demo.items()},
+                            "profile": profile}
+
+
+def loader_section(args: argparse.Namespace, results: dict) -> None:
+    cfg = load_config(args.loader_config, [f"data.root={args.root}", *args.opts])
+    print(f"## Data loader: {args.loader_config} on {args.root}: input {cfg.data.input_size} (w, h), batch "
+          f"{cfg.data.batch_size}, photometric {cfg.aug.photometric}\n")
+    result = measure_loader(cfg, samples=args.samples or (3 * cfg.data.batch_size if args.quick else 400),
+                            workers=tuple(args.workers or ((1,) if args.quick else (1, 2))),
+                            steps=args.repeats or (2 if args.quick else 5), repeats=args.repeats or 3)
+    print("\n".join(loader_lines(result, cfg)) + "\n")
+    results["loader"] = result
+
+
+def postprocess_section(args: argparse.Namespace, results: dict) -> None:
+    instances = args.instances or (200 if args.quick else 1000)
+    results["postprocess"] = {}
+    for path in args.post_configs:
+        cfg = load_config(path, args.opts)
+        result = measure_postprocess(cfg, instances=instances, per_image=args.per_image, batch_size=args.post_batch,
+                                     device=args.device, repeats=args.repeats or 3)
+        print(f"## Post-processing: {path}\n")
+        print("\n".join(postprocess_lines(result, cfg, instances)) + "\n")
+        results["postprocess"][path] = result
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(args.threads)
+    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+           "threads": args.threads, "quick": args.quick, "load_average_start": load_average()}
+    print(f"# benchmark: torch {env['torch']}, {env['device']}, {args.threads} threads, sections "
+          f"{' '.join(args.sections)}; load average at start {env['load_average_start']}\n")
+    results: dict = {"env": env}
+    start = time.time()
+    if {"models", "dyrelu"} & set(args.sections):
+        models_sections(args, results)
+    for name, section in (("inference", inference_section), ("loader", loader_section),
+                          ("postprocess", postprocess_section)):
+        if name in args.sections:
+            section(args, results)
+    env["load_average_end"] = load_average()
+    print(f"# {time.time() - start:.0f} s; load average at end {env['load_average_end']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+def cli() -> None:
+    run_cli(main, get_args_parser())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,252 @@
+"""Draw keypoints on images, folders, videos and webcams (the model's skeleton; left green, right orange, centre blue).
+
+    # a folder of images with boxes from a COCO detections file (the quickstart's last step)
+    python tools/demo.py --checkpoint outputs/quickstart/best.pth --input data/synthetic/val2017 \\
+        --output outputs/quickstart/demo --max-images 4 \\
+        --boxes-from data/synthetic/person_detection_results/detections_val2017.json
+    # a video: full frame, then boxes tracked from the keypoints (a detector when its weights are local); mp4 out
+    python tools/demo.py --checkpoint best.pth --input clip.mp4 --output outputs/demo/clip.mp4 --save-json clip.json
+    # the webcam, in a window (only where a display exists; otherwise files are written)
+    python tools/demo.py --checkpoint best.pth --input 0 --show
+    # the exported network under ONNX Runtime (tools/export.py)
+    python tools/demo.py --checkpoint model.onnx --input clip.mp4
+
+Person boxes, stated per frame in the overlay and the JSON: ``given`` (--boxes-from: image ids are the file
+names' numbers, as COCO names its files, or come from --ann-file), ``detector`` (--detector NAME with local
+weights: --detector-weights or the torch hub cache; ``auto`` takes one from the cache if present; never
+downloaded), ``tracked`` and ``full-frame`` (no detector: the whole frame first, then the keypoint extent x 1.25
+of the previous frame). Images of a folder are independent (tracking restarts on each). Outputs: images
+are written under --output (a folder) with their names; videos and cameras to --output as .mp4 (or
+--output/<name>.mp4 when --output is a folder), one output frame per input frame (a warning says when a video
+stops decoding early). The flip test is off by default here (real time); --flip turns it on. Images are read with
+their EXIF orientation ignored, as datasets are; --exif rotates phone photos upright (not with --boxes-from,
+whose boxes refer to the stored pixels). A model of another dataset (tools/train.py on any COCO keypoint file) is
+drawn with that dataset's skeleton and colours from its checkpoint; --boxes-from then reads the boxes of its
+category, and the person detector is left out (boxes: given, or full frame and tracking).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from keypoints.backends import BACKENDS, load_backend
+from keypoints.coco_files import load_coco, read_detections
+from keypoints.detection import DETECTORS, PersonDetector, find_local_detector
+from keypoints.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, has_display, open_source, open_video_writer
+from keypoints.predictor import PoseEstimator
+from keypoints.utils.cli import run_cli
+from keypoints.utils.io import check_writable
+from keypoints.utils.runtime import select_device
+from keypoints.visualize import draw_prediction
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint from tools/train.py, or an .onnx file from tools/export.py")
+    p.add_argument("--input", required=True, help="image, folder of images, video file or camera index (0, 1, ...)")
+    p.add_argument("--output", default="outputs/demo", help="output folder (images) or .mp4 file (video, camera)")
+    p.add_argument("--show", action="store_true", help="also show a window (only where a display exists)")
+    p.add_argument("--kpt-thr", type=float, default=0.3, help="draw (and track) keypoints scoring above this")
+    p.add_argument("--save-json", help="write every frame's people (keypoints, box, score, box mode) here")
+    p.add_argument("--max-images", "--max-frames", dest="max_frames", type=int, default=0, metavar="N",
+                   help="stop after this many images or frames (0: all)")
+    p.add_argument("--boxes-from", help="COCO detections JSON (list of {image_id, bbox, score}) for image inputs")
+    p.add_argument("--ann-file", help="COCO annotation file mapping file names to image ids for --boxes-from")
+    p.add_argument("--det-score-thr", type=float, default=0.5, help="drop given or detected boxes below this score")
+    p.add_argument("--detector", default="auto", choices=["auto", "none", *DETECTORS],
+                   help="person detector (auto: one whose weights are in the torch hub cache, else none)")
+    p.add_argument("--detector-weights", help="state-dict file of the --detector network (with --detector auto: "
+                   "an ssdlite320_mobilenet_v3_large file)")
+    p.add_argument("--redetect-every", type=int, default=10, help="frames between detector runs (tracking between)")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="runtime of the model (auto: by the file, .onnx -> onnxruntime, else torch)")
+    p.add_argument("--onnx", help="ONNX model for --backend onnxruntime with a .pth --checkpoint")
+    p.add_argument("--exif", action="store_true", help="apply images' EXIF orientation (phone photos without boxes)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch backend device")
+    p.add_argument("--threads", type=int, help="PyTorch and ONNX Runtime threads (default: every core)")
+    p.add_argument("--flip", action="store_true", help="flip test (twice the network time)")
+    return p
+
+
+def load_detector(args: argparse.Namespace, device) -> PersonDetector | None:
+    name = args.detector
+    if name == "auto":
+        name = find_local_detector() if args.detector_weights is None else "ssdlite320_mobilenet_v3_large"
+    if name in (None, "none"):
+        return None
+    return PersonDetector.from_weights(name, args.detector_weights, score_thr=args.det_score_thr, device=device)
+
+
+def load_given_boxes(args: argparse.Namespace, category_id: int = 1) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """image id -> (boxes (N, 4) xywh, scores (N,)) of the detections of ``category_id`` (the model's) scoring at
+    least --det-score-thr."""
+    return read_detections(args.boxes_from, category_id=category_id, score_thr=args.det_score_thr).by_image()
+
+
+def image_id_lookup(args: argparse.Namespace, given: dict) -> dict[str, int] | None:
+    """File name -> image id from --ann-file (None: ids are the file names' numbers). Detections naming images the
+    annotation file does not have are an error, as in tools/test.py."""
+    if not args.ann_file:
+        return None
+    coco = load_coco(args.ann_file, hint="pass the annotation file of the images")
+    unknown = sorted(set(given) - set(coco.imgs))
+    if unknown:
+        raise ValueError(f"{args.boxes_from} names {len(unknown)} image ids not in {args.ann_file} (e.g. "
+                         f"{unknown[:5]}); pass the detections of these images")
+    return {im["file_name"]: image_id for image_id, im in coco.imgs.items()}
+
+
+def image_id_of(name: str, names: dict[str, int] | None) -> int:
+    if names is not None and name in names:
+        return names[name]
+    stem = Path(name).stem
+    if not stem.isdigit():
+        raise ValueError(f"cannot tell the image id of {name} for --boxes-from: name files by their COCO id "
+                         f"(000000000785.jpg) or pass --ann-file")
+    return int(stem)
+
+
+def output_path(args: argparse.Namespace, kind: str) -> Path:
+    out = Path(args.output)
+    if kind == "images" or out.suffix.lower() in VIDEO_EXTENSIONS:
+        return out
+    stem = Path(args.input).stem if kind == "video" else f"camera{args.input}"
+    return out / f"{stem}.mp4"
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything the command line can get wrong, before a model is loaded."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_frames < 0:
+        raise ValueError(f"--max-frames must be 0 (all) or a positive count, got {args.max_frames}")
+    if args.redetect_every < 1:
+        raise ValueError(f"--redetect-every must be at least 1 frame, got {args.redetect_every}")
+    if args.boxes_from and args.exif:
+        raise ValueError("--exif cannot be used with --boxes-from: the boxes refer to the stored (unrotated) pixels")
+    check_writable(args.save_json, "--save-json file")
+
+
+def main(args: argparse.Namespace) -> dict:
+    check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source = open_source(args.input, max_frames=args.max_frames, exif=args.exif)
+    if args.boxes_from and source.kind != "images":
+        raise ValueError("--boxes-from applies to images and folders; videos and cameras use the detector or tracking")
+    out = output_path(args, source.kind)
+    single_image = source.kind == "images" and out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1
+    check_writable(out, "--output", folder=source.kind == "images" and not single_image)
+    device = select_device(args.device)
+    backend = load_backend(args.checkpoint, args.backend, device=device, threads=args.threads, onnx_path=args.onnx)
+    meta = backend.info.metadata
+    given = load_given_boxes(args, meta.category_id) if args.boxes_from else None
+    names = image_id_lookup(args, given) if given is not None else None
+    person = meta.category_name == "person"
+    if not person and not args.boxes_from and args.detector not in ("auto", "none"):
+        raise ValueError(f"--detector {args.detector} finds people, but the model's keypoints are of "
+                         f"{meta.category_name!r}; pass --boxes-from with boxes of that category, or --detector none")
+    detector = None if args.boxes_from or not person else load_detector(args, device)
+    estimator = PoseEstimator.from_config(backend, backend.config, flip=args.flip, detector=detector,
+                                          redetect_every=args.redetect_every, track_kpt_thr=args.kpt_thr)
+    boxes_note = f"given ({args.boxes_from})" if given is not None else \
+        f"detector {detector.name} every {args.redetect_every} frames, tracking between" if detector else \
+        "no detector: full frame, then tracked from the keypoints" + (" (each image on its own)"
+                                                                     if source.kind == "images" else "")
+    print(f"{source}; backend {estimator.backend.name}; keypoints: {meta.describe()}; boxes: {boxes_note}; "
+          f"output {out}")
+    show = args.show and has_display()
+    if args.show and not show:
+        print("warning: --show ignored: no display (DISPLAY/WAYLAND_DISPLAY unset); writing files only",
+              file=sys.stderr)
+    writer, frames_json, modes, no_boxes = None, [], collections.Counter(), 0
+    fps, start, n, people = None, time.perf_counter(), 0, 0
+    last = start
+    try:
+        for frame in source:
+            if given is not None:
+                boxes, scores = given.get(image_id_of(frame.name, names), (np.zeros((0, 4)), np.zeros(0)))
+                no_boxes += len(boxes) == 0
+                prediction = estimator(frame.image, boxes=boxes, box_scores=scores)
+            else:
+                if source.kind == "images":
+                    estimator.reset()
+                prediction = estimator(frame.image)
+            now = time.perf_counter()  # frame to frame: reading, predicting, drawing and writing the last one
+            rate, last = 1.0 / max(now - last, 1e-6), now
+            fps = rate if fps is None else 0.9 * fps + 0.1 * rate  # smoothed over about 10 frames
+            canvas = draw_prediction(frame.image, prediction, kpt_thr=args.kpt_thr, fps=fps, metadata=meta)
+            modes[prediction.box_mode] += 1
+            people += len(prediction.people)
+            if args.save_json:  # kept only when asked for: a webcam runs for hours
+                frames_json.append({"index": frame.index, "name": frame.name, **prediction.to_dict()})
+            if source.kind == "images":
+                target = out if single_image else out / frame.name
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    written = cv2.imwrite(str(target), canvas)
+                except (OSError, cv2.error) as e:
+                    raise ValueError(f"cannot write {target} ({e}); check the --output folder") from None
+                if not written:
+                    problem = "use an image extension such as .jpg or .png" if target.suffix.lower() not in \
+                        IMAGE_EXTENSIONS else "check that the --output folder is writable"
+                    raise ValueError(f"cannot write {target}; {problem}")
+            else:
+                if writer is None:
+                    writer, out = open_video_writer(out, source.fps, (canvas.shape[1], canvas.shape[0]))
+                writer.write(canvas)
+            n += 1
+            if show:
+                try:
+                    cv2.imshow("keypoints demo (q to quit)", canvas)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        break
+                except cv2.error as e:  # a headless OpenCV build: no GUI at all
+                    print(f"warning: cannot show a window ({str(e).splitlines()[-1][:80]}); writing files only",
+                          file=sys.stderr)
+                    show = False
+    except KeyboardInterrupt:
+        print(f"interrupted after {n} frames; closing {out}", file=sys.stderr)
+        raise
+    finally:
+        source.close()
+        if writer is not None:
+            writer.release()
+        if show:
+            cv2.destroyAllWindows()
+    elapsed = time.perf_counter() - start
+    if source.ended_early:
+        print(f"warning: {source.spec} stopped decoding after {source.frames_read} of the {source.length} frames its "
+              f"container announces (cut short or corrupt); {out} holds {n} frames", file=sys.stderr)
+    if no_boxes:
+        print(f"warning: {no_boxes} of {n} images had no boxes in {args.boxes_from} (score >= "
+              f"{args.det_score_thr:g}); they were drawn without people", file=sys.stderr)
+    summary = {"frames": n, "output": str(out) if n else None, "box_modes": dict(modes),
+               "fps": n / elapsed if elapsed else 0.0, "people": people}
+    if args.save_json:
+        Path(args.save_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save_json).write_text(json.dumps({"input": str(args.input), "checkpoint": str(args.checkpoint),
+                                                    "backend": estimator.backend.name, "frames": frames_json}))
+    noun = "people" if person else f"{meta.category_name}(s)"
+    print(f"{n} frames, {people} {noun}, {summary['fps']:.1f} FPS overall (reading, drawing and writing "
+          f"included); box modes {dict(modes)}; " + (f"wrote {out}" if n else "wrote nothing")
+          + (f" and {args.save_json}" if args.save_json else ""))
+    return summary
+
+
+def cli() -> None:
+    run_cli(main, get_args_parser())
+
+
+if __name__ == "__main__":
+    cli()
