@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,9 +25,88 @@ from .utils.io import read_json
 
 __all__ = ["load_coco", "read_detections", "Detections", "clip_box"]
 
+logger = logging.getLogger(__name__)
+
+
+def _fix_annotations(data: dict, ann_file: str | Path) -> dict[str, Any]:
+    """Check and complete the annotations in place (see :func:`load_coco`); returns what was changed or found."""
+    image_ids: set = set()
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name", "width", "height")):
+            raise ValueError(f"annotation file {ann_file}: images[{i}] needs id, file_name, width and height")
+        if img["id"] in image_ids:
+            raise ValueError(f"annotation file {ann_file}: image id {img['id']!r} appears twice in 'images'; image "
+                             f"ids must be unique")
+        image_ids.add(img["id"])
+    counts: Counter = Counter()
+    example: dict[str, str] = {}
+    orphans: list = []
+    ann_ids: set = set()
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "bbox")):
+            raise ValueError(f"annotation file {ann_file}: annotations[{i}] needs id, image_id, category_id and bbox")
+        if ann["id"] in ann_ids:
+            raise ValueError(f"annotation file {ann_file}: annotation id {ann['id']!r} appears twice; annotation ids "
+                             f"must be unique")
+        ann_ids.add(ann["id"])
+        bbox = ann["bbox"]
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or any(_number(v) is None for v in bbox):
+            raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has bbox {bbox!r}; expected 4 finite "
+                             f"numbers [x, y, width, height]")
+        kpts = ann.get("keypoints")
+        labelled = 0
+        if kpts is not None:
+            if not isinstance(kpts, list) or len(kpts) % 3:
+                raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has keypoints that are not a "
+                                 f"list of x, y, v triples")
+            bad = next((j for j, v in enumerate(kpts) if _number(v) is None), None)
+            if bad is not None:
+                raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has keypoint value "
+                                 f"{kpts[bad]!r} (keypoint {bad // 3}, {'xyv'[bad % 3]}); ground-truth keypoints must "
+                                 f"be finite numbers: fix or remove that annotation")
+            labelled = sum(1 for v in kpts[2::3] if v > 0)
+            given = ann.get("num_keypoints")
+            if given is None:
+                counts["num_keypoints missing"] += 1
+            elif given != labelled:
+                counts["num_keypoints disagreeing with the flags"] += 1
+                example.setdefault("disagree", f"annotation {ann['id']} says {given!r}, its flags label {labelled}")
+        ann["num_keypoints"] = labelled  # one rule for training and for pycocotools: keypoints with v > 0
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            counts["iscrowd missing (set to 0)"] += 1
+        if _number(ann.get("area")) is None:
+            ann["area"] = float(max(0.0, bbox[2]) * max(0.0, bbox[3]))
+            counts["area missing (set to the box's width x height)"] += 1
+        if ann["image_id"] not in image_ids:
+            orphans.append(ann["id"])
+    if counts:
+        parts = [f"{k} on {v}" + (f" (e.g. {example['disagree']})" if k.startswith("num_keypoints disagreeing") else "")
+                 for k, v in counts.items()]
+        logger.warning("annotation file %s: %s of %d annotations; num_keypoints is counted from the visibility flags "
+                       "(v > 0) for training and evaluation alike", ann_file, ", ".join(parts),
+                       len(data["annotations"]))
+    if orphans:
+        logger.warning("annotation file %s: %d annotations name an image id that is not in 'images' (e.g. annotation "
+                       "%s); they are left out of training and evaluation (counted as no_image)", ann_file,
+                       len(orphans), orphans[0])
+    return {"fixed": dict(counts), "orphans": len(orphans)}
+
 
 def load_coco(ann_file: str | Path, hint: str = "check data.root and the file name"):
-    """pycocotools ``COCO`` of a keypoint annotation file; one-line errors for missing or malformed files."""
+    """pycocotools ``COCO`` of a keypoint annotation file, checked and completed; one-line errors for missing or
+    malformed files.
+
+    Errors (``ValueError`` naming the file and the annotation id): a missing required field (``images``: id,
+    file_name, width, height; ``annotations``: id, image_id, category_id, bbox), repeated image or annotation ids,
+    a bbox that is not 4 finite numbers, keypoints that are not finite numbers (a NaN would change AP silently).
+    Completed in place, counted and reported in one warning line: ``num_keypoints`` is set to the number of
+    keypoints with visibility ``v > 0`` (missing, or disagreeing with the flags: the flags win, for training and for
+    pycocotools' evaluation alike; 0 for annotations without keypoints), a missing ``iscrowd`` is 0, a missing
+    ``area`` the box's width x height. Annotations whose ``image_id`` is not in ``images`` are counted (one warning
+    line; ``coco.orphan_annotations``) and left to pycocotools, which never evaluates them; the dataset counts them
+    as dropped ``no_image``.
+    """
     from pycocotools.coco import COCO
 
     data = read_json(ann_file, "annotation file", hint=hint)
@@ -35,17 +115,14 @@ def load_coco(ann_file: str | Path, hint: str = "check data.root and the file na
     missing = [k for k in ("images", "annotations") if not isinstance(data.get(k), list)]
     if missing:
         raise ValueError(f"annotation file {ann_file} lacks the list(s) {', '.join(missing)}: not a COCO file?")
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name", "width", "height")):
-            raise ValueError(f"annotation file {ann_file}: images[{i}] needs id, file_name, width and height")
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "bbox")):
-            raise ValueError(f"annotation file {ann_file}: annotations[{i}] needs id, image_id, category_id and bbox")
+    report = _fix_annotations(data, ann_file)
     data.setdefault("categories", [])
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco.createIndex()
+    coco.orphan_annotations = report["orphans"]
+    coco.fixed_fields = report["fixed"]
     return coco
 
 
@@ -61,9 +138,10 @@ def clip_box(bbox: list[float], width: int, height: int) -> list[float] | None:
 
 @dataclass
 class Detections:
-    """Boxes of one category kept from a detections file: ``image_ids`` ``(N,)`` int64, ``boxes`` ``(N, 4)`` xywh
-    float64 image pixels, ``scores`` ``(N,)`` float64, in file order; ``dropped`` counts the entries left out by
-    reason (other category, low score, empty box); ``total`` is the number of entries in the file."""
+    """Boxes of the chosen categories kept from a detections file: ``image_ids`` ``(N,)`` int64, ``boxes`` ``(N, 4)``
+    xywh float64 image pixels, ``scores`` ``(N,)`` float64, ``category_ids`` ``(N,)`` int64 (each box's own), in file
+    order; ``dropped`` counts the entries left out by reason (other category, low score, empty box); ``total`` is the
+    number of entries in the file."""
 
     path: str
     image_ids: np.ndarray
@@ -71,6 +149,11 @@ class Detections:
     scores: np.ndarray
     total: int
     dropped: dict[str, int] = field(default_factory=dict)
+    category_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.category_ids is None:
+            self.category_ids = np.zeros(len(self.image_ids), np.int64)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -92,8 +175,10 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def read_detections(path: str | Path, *, category_id: int = 1, score_thr: float = 0.0) -> Detections:
-    """The boxes of ``category_id`` scoring at least ``score_thr`` in a detections file.
+def read_detections(path: str | Path, *, category_id: int | Sequence[int] = 1, score_thr: float = 0.0
+                    ) -> Detections:
+    """The boxes of ``category_id`` (one id, or several: a model of a set of categories) scoring at least
+    ``score_thr`` in a detections file; each keeps its own category id.
 
     Every entry must be an object with ``image_id`` (integer), ``category_id``, ``bbox`` (4 finite numbers) and a
     finite numeric ``score``; the first bad entry is named in a one-line ``ValueError``. Boxes without positive
@@ -104,8 +189,9 @@ def read_detections(path: str | Path, *, category_id: int = 1, score_thr: float 
     if not isinstance(dets, list):
         raise ValueError(f"detections file {path} must hold a JSON list of {{image_id, category_id, bbox, score}}, "
                          f"got {type(dets).__name__}")
+    wanted = {int(category_id)} if isinstance(category_id, (int, np.integer)) else {int(c) for c in category_id}
     reasons: Counter = Counter()
-    ids, boxes, scores = [], [], []
+    ids, boxes, scores, cats = [], [], [], []
     for i, d in enumerate(dets):
         if not isinstance(d, dict) or any(k not in d for k in ("image_id", "category_id", "bbox", "score")):
             raise ValueError(f"detections file {path}: entry {i} needs image_id, category_id, bbox and score")
@@ -117,7 +203,7 @@ def read_detections(path: str | Path, *, category_id: int = 1, score_thr: float 
             raise ValueError(f"detections file {path}: entry {i} has score {d['score']!r}; expected a finite number")
         if isinstance(d["image_id"], bool) or not isinstance(d["image_id"], int):
             raise ValueError(f"detections file {path}: entry {i} has image_id {d['image_id']!r}; expected an integer")
-        if d["category_id"] != category_id:
+        if d["category_id"] not in wanted:
             reasons["other_category"] += 1
         elif score < score_thr:
             reasons["low_score"] += 1
@@ -127,11 +213,13 @@ def read_detections(path: str | Path, *, category_id: int = 1, score_thr: float 
             ids.append(d["image_id"])
             boxes.append([float(v) for v in bbox])
             scores.append(score)
+            cats.append(d["category_id"])
     if reasons["other_category"] == len(dets):
-        what = "person boxes (category_id 1)" if category_id == 1 else f"boxes of category_id {category_id}"
+        what = ("person boxes (category_id 1)" if wanted == {1} else f"boxes of category_id {min(wanted)}"
+                if len(wanted) == 1 else f"boxes of category_ids {sorted(wanted)}")
         raise ValueError(f"detections file {path} holds no {what} among {len(dets)} entries")
     if not ids:
         raise ValueError(f"no detector boxes left from {path}: {len(dets) - reasons['other_category']} boxes of the "
                          f"category, dropped {dict(reasons)} (score threshold {score_thr:g})")
     return Detections(str(path), np.asarray(ids, np.int64), np.asarray(boxes, np.float64).reshape(-1, 4),
-                      np.asarray(scores, np.float64), len(dets), dict(reasons))
+                      np.asarray(scores, np.float64), len(dets), dict(reasons), np.asarray(cats, np.int64))

@@ -139,7 +139,7 @@ def evaluate(inference: TopDownInference, loader: Iterable, evaluator: CocoKeypo
             loss_sum += loss_fn(plain, batch["heatmaps"].to(device), batch["target_weight"].to(device))
             batches += 1
         evaluator.process(batch["image_id"], keypoints, batch["box_score"], instance_areas(batch["scale"]),
-                          instance_ids=batch["index"])
+                          instance_ids=batch["index"], category_ids=batch.get("category_id"))
         skipped += count_skipped(batch)
     metrics = evaluator.evaluate()
     skipped = int(all_reduce_mean(torch.tensor(float(skipped), device=device)).item() * get_world_size() + 0.5)

@@ -13,7 +13,11 @@
 runs ``COCOeval(iouType="keypoints")``: crowd and zero-keypoint ground truth are ignored there, at most 20 detections
 per image count. :func:`evaluate_results_file` scores an existing results file from any model the same way.
 The dataset's keypoints enter as ``sigmas`` (``COCOeval.params.kpt_oks_sigmas``, also the NMS's) and
-``category_id`` (of the results, and the only category scored); both default to the COCO person.
+``category_id`` (the category scored, or several categories that name the same keypoints); both default to the COCO
+person. With several categories every prediction carries its instance's own category id (``process(...,
+category_ids=...)``), OKS-NMS runs per image and category, and pycocotools scores them with ``params.catIds`` set to
+those ids and ``useCats=1``: AP per category, averaged over the categories that have ground truth (as mmpose does
+for AP-10K), with the one set of sigmas.
 """
 from __future__ import annotations
 
@@ -103,13 +107,22 @@ def _check_image_ids(image_ids: Sequence, coco_gt) -> None:
                          "evaluate against the annotation file the predictions were made for")
 
 
+def _category_ids(category_id: int | Sequence[int]) -> tuple[int, ...]:
+    ids = (int(category_id),) if isinstance(category_id, (int, np.integer)) else tuple(int(c) for c in category_id)
+    if not ids:
+        raise ValueError("category_id must be a category id or a non-empty list of ids")
+    return ids
+
+
 def evaluate_results(results: list[dict], coco_gt, *, sigmas: Sequence[float] = OKS_SIGMAS,
-                     box_source: str = "unknown", category_id: int | None = None) -> dict[str, float]:
+                     box_source: str = "unknown", category_id: int | Sequence[int] | None = None
+                     ) -> dict[str, float]:
     """Run ``COCOeval(iouType="keypoints")`` on a validated results list (left unmodified) with the OKS ``sigmas``
     ``(K,)``; returns the 10 stats under :data:`keypoints.constants.COCO_STAT_NAMES` plus ``num_instances``.
-    ``category_id`` restricts the scoring to that category (``params.catIds``; None: every category of the file,
-    pycocotools' default). An empty list gives all-zero stats and a warning (pycocotools' ``loadRes`` cannot load an
-    empty list)."""
+    ``category_id`` restricts the scoring to that category or those categories (``params.catIds``, ``useCats=1``:
+    per-category AP averaged over the categories with ground truth; None: every category of the file, pycocotools'
+    default). An empty list gives all-zero stats and a warning (pycocotools' ``loadRes`` cannot load an empty
+    list)."""
     from pycocotools.cocoeval import COCOeval
 
     print(f"COCO keypoint evaluation: {len(results)} instances, boxes: {box_source}")
@@ -124,7 +137,7 @@ def evaluate_results(results: list[dict], coco_gt, *, sigmas: Sequence[float] = 
     coco_eval.params.useSegm = None
     coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
     if category_id is not None:
-        coco_eval.params.catIds = [int(category_id)]
+        coco_eval.params.catIds = list(_category_ids(category_id))
     coco_eval.evaluate()
     coco_eval.accumulate()
     coco_eval.summarize()
@@ -136,7 +149,8 @@ def evaluate_results(results: list[dict], coco_gt, *, sigmas: Sequence[float] = 
 
 
 def evaluate_results_file(results_path: str | Path, ann_file: str | Path, *, sigmas: Sequence[float] = OKS_SIGMAS,
-                          box_source: str = "unknown", category_id: int | None = None) -> dict[str, float]:
+                          box_source: str = "unknown", category_id: int | Sequence[int] | None = None
+                          ) -> dict[str, float]:
     """Score an existing COCO keypoint results JSON (from any model) against ``ann_file``; see
     :func:`evaluate_results`. The file is validated first (:func:`validate_results`)."""
     results = read_json(results_path, "results file", hint="pass a COCO keypoint results JSON")
@@ -147,17 +161,25 @@ def evaluate_results_file(results_path: str | Path, ann_file: str | Path, *, sig
 
 def predictions_to_results(image_ids: np.ndarray, keypoints: np.ndarray, box_scores: np.ndarray, areas: np.ndarray,
                            *, kpt_score_thr: float = 0.2, oks_nms_thr: float = 0.9, soft_nms: bool = False,
-                           sigmas: Sequence[float] = OKS_SIGMAS, category_id: int = PERSON_CATEGORY_ID) -> list[dict]:
-    """Rescore, OKS-NMS per image and format as a COCO results list (one dict per kept instance of ``category_id``).
+                           sigmas: Sequence[float] = OKS_SIGMAS, category_id: int = PERSON_CATEGORY_ID,
+                           category_ids: np.ndarray | None = None) -> list[dict]:
+    """Rescore, OKS-NMS per image (and category) and format as a COCO results list (one dict per kept instance).
 
     ``image_ids (N,)``, ``keypoints (N, K, 3)`` in image pixels with scores, ``box_scores (N,)``, ``areas (N,)`` (image
-    px^2). The reported score is the rescored one (box x mean keypoint score above ``kpt_score_thr``), also with
-    soft NMS, whose decayed scores only decide which (at most 20 per image) are kept, as in mmpose and HRNet.
+    px^2), ``category_ids (N,)``: each instance's category (None: ``category_id`` for all). The reported score is the
+    rescored one (box x mean keypoint score above ``kpt_score_thr``), also with soft NMS, whose decayed scores only
+    decide which (at most 20 per image and category, pycocotools' limit) are kept, as in mmpose and HRNet.
     """
     keypoints = np.asarray(keypoints)
-    keep, scores = select_instances(image_ids, keypoints, box_scores, areas, kpt_score_thr=kpt_score_thr,
+    image_ids = np.asarray(image_ids).reshape(-1)
+    if category_ids is None:
+        category_ids = np.full(len(image_ids), int(category_id), np.int64)
+    category_ids = np.asarray(category_ids, np.int64).reshape(-1)
+    # NMS groups: (image, category) pairs, numbered in ascending image order (one category: the images themselves)
+    _, groups = np.unique(np.stack([image_ids, category_ids], axis=1).reshape(-1, 2), axis=0, return_inverse=True)
+    keep, scores = select_instances(groups.reshape(-1), keypoints, box_scores, areas, kpt_score_thr=kpt_score_thr,
                                     oks_nms_thr=oks_nms_thr, soft=soft_nms, sigmas=sigmas)
-    return [{"image_id": int(image_ids[i]), "category_id": int(category_id),
+    return [{"image_id": int(image_ids[i]), "category_id": int(category_ids[i]),
              "keypoints": [float(v) for v in keypoints[i].reshape(-1)], "score": float(scores[i])} for i in keep]
 
 
@@ -184,13 +206,15 @@ class CocoKeypointEvaluator:
         soft_nms: soft OKS-NMS (mmpose's Gaussian variant, at most 20 per image) instead of hard OKS-NMS.
         kpt_score_thr: keypoint scores above this enter the instance score.
         sigmas: per-keypoint OKS constants ``(K,)``, used by the NMS and by COCOeval (the dataset's).
-        category_id: category of the results and the only one scored (the dataset's).
+        category_id: the category scored (the dataset's), or several that name the same keypoints
+            (``metadata.category_ids``): pycocotools then averages the per-category AP (``params.catIds``,
+            ``useCats=1``) and every ``process`` call passes each instance's category id.
     """
 
     def __init__(self, ann_file: str | Path, *, output_dir: str | Path | None = None,
                  box_source: str = "ground-truth boxes", oks_nms_thr: float = 0.9, soft_nms: bool = False,
                  kpt_score_thr: float = 0.2, sigmas: Sequence[float] = OKS_SIGMAS,
-                 category_id: int = PERSON_CATEGORY_ID) -> None:
+                 category_id: int | Sequence[int] = PERSON_CATEGORY_ID) -> None:
         self.ann_file = Path(ann_file)
         if not self.ann_file.is_file():
             raise FileNotFoundError(f"COCO annotation file not found: {self.ann_file}; pass the path of the "
@@ -201,7 +225,8 @@ class CocoKeypointEvaluator:
         self.soft_nms = bool(soft_nms)
         self.kpt_score_thr = float(kpt_score_thr)
         self.sigmas = tuple(float(s) for s in sigmas)
-        self.category_id = int(category_id)
+        self.category_ids = _category_ids(category_id)
+        self.category_id = self.category_ids[0]  # the primary one
         self.results_path: Path | None = None
         self._coco_gt = None
         self.reset()
@@ -217,7 +242,7 @@ class CocoKeypointEvaluator:
         self._chunks: list[dict[str, np.ndarray]] = []
 
     def process(self, image_ids: Any, keypoints: Any, box_scores: Any, areas: Any,
-                instance_ids: Any | None = None) -> None:
+                instance_ids: Any | None = None, category_ids: Any | None = None) -> None:
         """Add a batch of B instances (tensors on any device, numpy arrays or lists).
 
         Args:
@@ -228,6 +253,8 @@ class CocoKeypointEvaluator:
             instance_ids: optional ``(B,)`` unique ids (e.g. dataset indices); when given, duplicates (a
                 ``DistributedSampler`` pads the last batch by repeating samples) are dropped before NMS and the
                 gathered predictions are ordered by id, so the result does not depend on the world size.
+            category_ids: ``(B,)`` each instance's category (the dataset items' ``category_id``); may be left out
+                when the evaluator scores one category.
         """
         chunk = {
             "image_ids": _to_numpy(image_ids, np.int64).reshape(-1),
@@ -238,11 +265,21 @@ class CocoKeypointEvaluator:
         n = len(chunk["image_ids"])
         if instance_ids is not None:
             chunk["instance_ids"] = _to_numpy(instance_ids, np.int64).reshape(-1)
+        if category_ids is None:
+            if len(self.category_ids) > 1:
+                raise ValueError(f"process needs category_ids (each instance's category) when the evaluator scores "
+                                 f"several categories {list(self.category_ids)}")
+            category_ids = np.full(n, self.category_id, np.int64)
+        chunk["category_ids"] = _to_numpy(category_ids, np.int64).reshape(-1)
+        other = sorted(set(chunk["category_ids"].tolist()) - set(self.category_ids))
+        if other:
+            raise ValueError(f"process got instances of category {other[:5]}, but the evaluator scores "
+                             f"{list(self.category_ids)}; pass category_id=metadata.category_ids to the evaluator")
         k = len(self.sigmas)
         if chunk["keypoints"].shape != (n, k, 3):
             raise ValueError(f"process expects keypoints ({n}, {k}, 3) (x, y, score in image pixels) for {n} image "
                              f"ids, got {chunk['keypoints'].shape}")
-        for name in ("box_scores", "areas", "instance_ids"):
+        for name in ("box_scores", "areas", "instance_ids", "category_ids"):
             if name in chunk and len(chunk[name]) != n:
                 raise ValueError(f"process got {n} image ids but {len(chunk[name])} {name}; pass one per instance")
         if self._chunks and ("instance_ids" in chunk) != ("instance_ids" in self._chunks[0]):
@@ -271,13 +308,14 @@ class CocoKeypointEvaluator:
 
     def predictions(self) -> dict[str, np.ndarray]:
         """The processed predictions before rescoring and NMS (all ranks' on rank 0): ``image_ids (N,)``,
-        ``keypoints (N, K, 3)``, ``box_scores (N,)``, ``areas (N,)`` and ``instance_ids (N,)`` when given, ordered
-        by instance id; empty arrays when nothing was processed."""
+        ``keypoints (N, K, 3)``, ``box_scores (N,)``, ``areas (N,)``, ``category_ids (N,)`` and ``instance_ids (N,)``
+        when given, ordered by instance id; empty arrays when nothing was processed."""
         preds = self._gather()
         if preds is None:
             k = len(self.sigmas)
             return {"image_ids": np.zeros(0, np.int64), "keypoints": np.zeros((0, k, 3), np.float32),
-                    "box_scores": np.zeros(0, np.float32), "areas": np.zeros(0, np.float32)}
+                    "box_scores": np.zeros(0, np.float32), "areas": np.zeros(0, np.float32),
+                    "category_ids": np.zeros(0, np.int64)}
         return preds
 
     def evaluate(self) -> dict[str, float]:
@@ -293,7 +331,7 @@ class CocoKeypointEvaluator:
         results = [] if preds is None else predictions_to_results(
             preds["image_ids"], preds["keypoints"], preds["box_scores"], preds["areas"],
             kpt_score_thr=self.kpt_score_thr, oks_nms_thr=self.oks_nms_thr, soft_nms=self.soft_nms, sigmas=self.sigmas,
-            category_id=self.category_id)
+            category_ids=preds["category_ids"])
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.results_path = self.output_dir / RESULTS_FILENAME
@@ -301,6 +339,6 @@ class CocoKeypointEvaluator:
             logger.info("wrote %d keypoint results to %s", len(results), self.results_path)
         _check_image_ids([r["image_id"] for r in results], self.coco_gt)
         metrics = evaluate_results(results, self.coco_gt, sigmas=self.sigmas, box_source=self.box_source,
-                                   category_id=self.category_id)
+                                   category_id=self.category_ids)
         metrics["num_predictions"] = 0 if preds is None else len(preds["image_ids"])
         return metrics

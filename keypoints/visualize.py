@@ -1,8 +1,8 @@
 """Drawing poses on BGR images (OpenCV) and plotting training curves (matplotlib, headless).
 
 Skeleton edges and colours are the dataset's (:class:`keypoints.metadata.DatasetMeta`: the COCO person by default);
-colours follow the usual COCO convention unless the metadata gives others: left side green, right side orange,
-centre (face, torso crossings) blue. Images are BGR uint8 arrays ``(H, W, 3)``, keypoints ``(K, 3)`` = x, y, score
+colours come from the flip pairs unless the metadata gives others: left member of a pair green, right orange,
+unpaired keypoints and edges joining different colours blue. Keypoints without training labels are not drawn. Images are BGR uint8 arrays ``(H, W, 3)``, keypoints ``(K, 3)`` = x, y, score
 in image pixels.
 """
 from __future__ import annotations
@@ -21,9 +21,10 @@ __all__ = ["draw_pose", "draw_text", "draw_prediction", "plot_training_curves", 
 
 def draw_pose(image: np.ndarray, keypoints: np.ndarray, kpt_thr: float = 0.3, box: Sequence[float] | None = None,
               label: str | None = None, thickness: int | None = None,
-              metadata: DatasetMeta | None = None) -> np.ndarray:
+              metadata: DatasetMeta | None = None, draw_unlabelled: bool = False) -> np.ndarray:
     """Draw one instance's skeleton (``metadata``'s edges and colours, default COCO person) and optional xywh
-    box/label on ``image`` in place; returns it."""
+    box/label on ``image`` in place; returns it. Keypoints the model never saw labelled in training
+    (``metadata.unlabelled``) and their edges are left out unless ``draw_unlabelled``: their scores mean nothing."""
     meta = metadata if metadata is not None else DatasetMeta.coco_person()
     if len(keypoints) != meta.num_keypoints:
         raise ValueError(f"draw_pose got {len(keypoints)} keypoints but the metadata has {meta.num_keypoints}; pass "
@@ -37,12 +38,15 @@ def draw_pose(image: np.ndarray, keypoints: np.ndarray, kpt_thr: float = 0.3, bo
         if label:
             cv2.putText(image, label, (x, max(10, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t, (200, 200, 200), 1,
                         cv2.LINE_AA)
+    shown = kp[:, 2] > kpt_thr
+    if not draw_unlabelled and meta.unlabelled:
+        shown[list(meta.unlabelled)] = False
     for a, b in meta.skeleton:
-        if kp[a, 2] > kpt_thr and kp[b, 2] > kpt_thr:
+        if shown[a] and shown[b]:
             pa, pb = (int(round(kp[a, 0])), int(round(kp[a, 1]))), (int(round(kp[b, 0])), int(round(kp[b, 1])))
             cv2.line(image, pa, pb, meta.limb_colour(a, b), t + 1, cv2.LINE_AA)
     for i, (x, y, s) in enumerate(kp):
-        if s > kpt_thr:
+        if shown[i]:
             cv2.circle(image, (int(round(x)), int(round(y))), t + 2, meta.colours[i], -1, cv2.LINE_AA)
     return image
 
@@ -59,14 +63,19 @@ def draw_text(image: np.ndarray, text: str, origin: tuple[int, int] = (8, 20)) -
 
 
 def draw_prediction(image: np.ndarray, prediction, kpt_thr: float = 0.3, fps: float | None = None,
-                    show_boxes: bool = True, metadata: DatasetMeta | None = None) -> np.ndarray:
+                    show_boxes: bool = True, metadata: DatasetMeta | None = None,
+                    draw_unlabelled: bool = False) -> np.ndarray:
     """Skeletons (``metadata``'s edges and colours, default COCO person) of a
     :class:`~keypoints.predictor.Prediction` on ``image`` in place, and a line with the FPS, the box mode and the
-    number of instances."""
+    number of instances; ``draw_unlabelled`` as in :func:`draw_pose`. A person with a track id is labelled
+    ``#id score`` above its box."""
     meta = metadata if metadata is not None else DatasetMeta.coco_person()
     for person in prediction.people:
+        track = getattr(person, "track_id", None)
+        label = f"{person.score:.2f}" if track is None else f"#{track} {person.score:.2f}"
         draw_pose(image, person.keypoints, kpt_thr=kpt_thr, box=person.box if show_boxes else None,
-                  label=f"{person.score:.2f}" if show_boxes else None, metadata=meta)
+                  label=label if show_boxes else None, metadata=meta,
+                  draw_unlabelled=draw_unlabelled)
     parts = [f"{fps:.1f} FPS"] if fps is not None else []
     what = "people" if meta.category_name == "person" else f"{meta.category_name}(s)"
     parts += [f"boxes: {prediction.box_mode}", f"{len(prediction.people)} {what}"]

@@ -208,3 +208,105 @@ def test_annotation_count_mismatch_and_wrong_dataset(tmp_path):
     other = DatasetMeta(keypoint_names=tuple(f"k{i}" for i in range(5)), flip_index=tuple(range(5)), category_id=1)
     with pytest.raises(ValueError, match="category 1 has 17 keypoints .* but the model predicts 5"):
         build_dataset(cfg, "val", metadata=other)
+
+
+# ----------------------------------------------------------------------------- issue 20: flip pairs, colours, unlabelled
+
+
+@pytest.mark.parametrize("names,pairs", [
+    (["L_eye", "R_eye", "nose", "L_ear", "R_ear"], ((0, 1), (3, 4))),  # L_/R_ prefixes
+    (["l_paw", "r_paw", "tail"], ((0, 1),)),
+    (["eye_L", "eye_R", "paw_l", "paw_r", "neck"], ((0, 1), (2, 3))),  # _L/_R suffixes
+    (["LeftEye", "RightEye", "Nose", "leftEar", "rightEar"], ((0, 1), (3, 4))),  # CamelCase
+    (["LEye", "REye", "Head"], ((0, 1),)),
+    (["FL", "FR", "HL", "HR", "T"], ((0, 1), (2, 3))),  # bare L/R suffixes (front/hind legs of an insect)
+    (["LF", "RF", "LH", "RH"], ((0, 1), (2, 3))),  # bare prefixes
+    (["lhip", "rhip", "lefteye", "righteye"], ((0, 1), (2, 3))),
+    (["L1", "R1", "L2", "R2"], ((0, 1), (2, 3))),
+    (["left_eye", "right_eye", "L_eye"], ((0, 1),)),  # words first; L_eye has no R_eye: unpaired
+    (["L", "R", "lr", "rl"], ((0, 1),)),  # "lr" would pair with itself as "rr"/"ll": never
+    (["tail", "tair", "head"], ((0, 1),)),  # rule 3 pairs whatever swaps exactly (documented; data.flip_pairs fixes)
+    (["eye_l", "Eye_L", "eye_r"], ()),  # two names for one key: ambiguous, nothing paired
+    (["a", "b", "left_only"], ()),
+])
+def test_flip_pair_conventions(names, pairs):
+    assert infer_flip_pairs(names) == pairs
+
+
+def test_inferred_pairs_are_logged_in_one_line(caplog):
+    cat = {"id": 3, "name": "ant", "keypoints": ["head", "L_antenna", "R_antenna", "FL", "FR", "abdomen"]}
+    with caplog.at_level(logging.WARNING, logger="keypoints.metadata"):
+        meta = DatasetMeta.from_coco_category(cat, source="ants.json")
+    assert meta.flip_pairs == ((1, 2), (3, 4))
+    assert [r.getMessage() for r in caplog.records] == [
+        "ants.json: flip pairs of category 'ant' inferred from the keypoint names: L_antenna/R_antenna, FL/FR; set "
+        "data.flip_pairs to change them"]
+
+
+def test_colours_follow_the_flip_pairs():
+    from keypoints.metadata import CENTRE_COLOUR as C, LEFT_COLOUR as L, RIGHT_COLOUR as R
+
+    assert DatasetMeta.coco_person().colours == tuple([C] + [L, R] * 8)
+    meta = DatasetMeta(keypoint_names=("R_eye", "L_eye", "nose", "wing_a", "wing_b", "left_only"),
+                       flip_index=(1, 0, 2, 4, 3, 5))
+    # the side in the name wins over the order; pairs named without sides: lower index left; unpaired: centre
+    assert meta.colours == (R, L, C, L, R, C)
+    assert meta.limb_colour(0, 1) == C and meta.limb_colour(3, 3) == L
+
+
+def test_category_sets_and_unlabelled_serialise():
+    cat = dict(BIRD_CATEGORY, supercategory="animal")
+    cats = [cat, dict(cat, id=17, name="parrot"), {"id": 18, "name": "rock"}]
+    meta = DatasetMeta.from_coco_categories(cats, "all", flip_pairs=[[2, 3]]).with_unlabelled([4])
+    assert meta.category_ids == (16, 17) and meta.category_names == ("bird", "parrot")
+    assert meta.category_name == "animal" and meta.display_name == "animal (2 categories: bird, parrot)"
+    assert meta.unlabelled == (4,) and "never labelled in training: tail" in meta.describe()
+    assert "category ids 16, 17" in meta.describe()
+    assert DatasetMeta.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta
+    assert [c["id"] for c in meta.to_coco_categories()] == [16, 17]
+    old = {k: v for k, v in meta.to_dict().items() if k not in ("category_ids", "category_names", "unlabelled")}
+    loaded = DatasetMeta.from_dict(old)  # stored before these fields existed
+    assert loaded.category_ids == (16,) and loaded.unlabelled == () and loaded.category_names == ("animal",)
+    assert meta.check_category(cats, "f.json") == (16, 17)
+    with pytest.raises(ValueError, match="has no category among \\[16, 17\\]"):
+        meta.check_category([{"id": 1, "name": "person"}], "f.json")
+    with pytest.raises(ValueError, match="unlabelled keypoints \\[9\\] outside 0..4"):
+        DatasetMeta.from_coco_category(BIRD_CATEGORY, flip_pairs=[]).with_unlabelled([9])
+    with pytest.raises(ValueError, match="must be distinct and start with the primary"):
+        DatasetMeta(keypoint_names=("a",), flip_index=(0,), category_id=1, category_ids=(2, 1))
+
+
+def test_unlabelled_keypoints_are_found_and_not_drawn(tmp_path, caplog):
+    """A set whose left eye is never labelled: with the flip augmentation the right eye's labels train it; with
+    both eyes unlabelled (or no flips) they are recorded, warned about and left out of the drawing."""
+    import cv2
+    from keypoints.data import record_unlabelled, unlabelled_keypoints
+    from keypoints.visualize import draw_pose
+
+    data = json.loads((COCO_MINI / "annotations/person_keypoints_val2017.json").read_text())
+    for a in data["annotations"]:
+        a["keypoints"][3:6] = [0, 0, 0]  # left_eye (index 1)
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").symlink_to(COCO_MINI / "val2017")
+    (root / "annotations/person_keypoints_val2017.json").write_text(json.dumps(data))
+    cfg = load_config(ROOT / "configs/quickstart.yaml", [f"data.root={root}", "data.workers=0"])
+    ds = build_dataset(cfg, "val")
+    counts = ds.label_counts()
+    assert counts.shape == (17,) and counts.dtype == np.int64 and counts[1] == 0 and counts[2] > 0
+    assert counts[0] == sum(1 for a in data["annotations"] if a["keypoints"][2] > 0 and not a["iscrowd"])
+    assert unlabelled_keypoints(counts) == (1,)
+    assert unlabelled_keypoints(counts, constants.FLIP_INDEX) == ()  # flips bring the right eye's labels
+    with caplog.at_level(logging.WARNING, logger="keypoints.data"):
+        meta = record_unlabelled(load_config(ROOT / "configs/quickstart.yaml", [f"data.root={root}",
+                                                                                "aug.flip_prob=0"]), ds)
+    assert meta.unlabelled == (1,) and "1 of 17 keypoints have no label in the 40 training instances" in caplog.text
+    assert "left_eye" in caplog.text
+    kp = np.zeros((17, 3), np.float32)
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.arange(17) * 10 + 10, 20, 1.0
+    kp[1, :2] = 100, 90  # left_eye alone at the bottom: only it and its edges draw there
+    drawn = draw_pose(np.zeros((100, 200, 3), np.uint8), kp, metadata=meta)
+    everything = draw_pose(np.zeros((100, 200, 3), np.uint8), kp, metadata=meta, draw_unlabelled=True)
+    assert drawn[90, 100].sum() == 0 and everything[90, 100].sum() > 0 and not drawn[60:].any()
+    assert (drawn[20, 10] == everything[20, 10]).all() and drawn[20, 10].sum() > 0  # the nose either way
+    assert cv2.absdiff(drawn, everything).any()

@@ -6,11 +6,14 @@
     loader = build_dataloader(train_set, cfg, train=True)
     val_set = build_dataset(cfg, "val", metadata=train_set.metadata)  # boxes from cfg.test.boxes
     det_set = build_dataset(cfg, "val", boxes="dets.json")   # detector boxes
+    metadata = record_unlabelled(cfg, train_set)             # + keypoints the training set never labels (warned)
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ from .sampler import SeededSampler
 from .transforms import TopDownTransform, build_photometric
 
 SPLITS = ("train", "val")
+logger = logging.getLogger(__name__)
 
 
 def build_codec(cfg: Config) -> HeatmapCodec:
@@ -34,8 +38,9 @@ def build_codec(cfg: Config) -> HeatmapCodec:
 
 
 def metadata_from_coco(cfg: Config, coco, source: str) -> DatasetMeta:
-    """:class:`DatasetMeta` of a loaded COCO file's category ``cfg.data.category_id`` with the config's flip pairs,
-    OKS sigmas and upper body (what the file cannot say)."""
+    """:class:`DatasetMeta` of a loaded COCO file's category (or set of categories) ``cfg.data.category_id`` (0, an
+    id, a list of ids or "all") with the config's flip pairs, OKS sigmas and upper body (what the file cannot
+    say)."""
     data = cfg.data
     return DatasetMeta.from_coco_categories(
         coco.dataset.get("categories", []), data.category_id, flip_pairs=data.flip_pairs, sigmas=data.oks_sigmas,
@@ -49,6 +54,30 @@ def build_metadata(cfg: Config, split: str = "train") -> DatasetMeta:
         raise ValueError(f"split={split!r} is not valid; choose one of {', '.join(SPLITS)}")
     ann = os.path.join(cfg.data.root, cfg.data.train_ann if split == "train" else cfg.data.val_ann)
     return metadata_from_coco(cfg, load_coco(ann), f"annotation file {ann}")
+
+
+def unlabelled_keypoints(counts: Sequence[int], flip_index: Sequence[int] | None = None) -> tuple[int, ...]:
+    """0-based keypoints without a training label, from :meth:`CocoKeypointDataset.label_counts` ``(K,)``. With
+    ``flip_index`` (training flips: ``aug.flip_prob > 0``) a keypoint whose mirror partner has labels counts as
+    labelled: a flipped crop supervises it with the partner's labels."""
+    counts = np.asarray(counts).reshape(-1)
+    return tuple(k for k in range(len(counts))
+                 if counts[k] == 0 and (flip_index is None or counts[flip_index[k]] == 0))
+
+
+def record_unlabelled(cfg: Config, dataset: CocoKeypointDataset) -> DatasetMeta:
+    """``dataset.metadata`` with :attr:`DatasetMeta.unlabelled` set to the keypoints ``dataset`` (the training set)
+    never labels (:func:`unlabelled_keypoints`; the flip augmentation counts when ``cfg.aug.flip_prob > 0``), with
+    one warning line naming them; the model still predicts them, but drawing leaves them out by default."""
+    meta = dataset.metadata
+    counts = dataset.label_counts()
+    missing = unlabelled_keypoints(counts, meta.flip_index if cfg.aug.flip_prob > 0 else None)
+    if missing:
+        logger.warning("%d of %d keypoints have no label in the %d training instances of %s: %s; the model predicts "
+                       "them without supervision (recorded in the model's metadata; not drawn by default)",
+                       len(missing), meta.num_keypoints, len(dataset), dataset.ann_file,
+                       ", ".join(meta.keypoint_names[k] for k in missing))
+    return meta.with_unlabelled(missing)
 
 
 def build_transforms(cfg: Config, train: bool, metadata: DatasetMeta | None = None) -> TopDownTransform:
@@ -146,6 +175,6 @@ def build_dataloader(dataset: Dataset, cfg: Config, train: bool, distributed: bo
 
 
 __all__ = ["build_codec", "build_metadata", "metadata_from_coco", "build_transforms", "build_dataset",
-           "build_dataloader", "seed_worker",
+           "build_dataloader", "seed_worker", "unlabelled_keypoints", "record_unlabelled",
            "CocoKeypointDataset", "TopDownTransform", "build_photometric", "load_coco", "BadImageError",
            "SeededSampler", "DatasetMeta"]
