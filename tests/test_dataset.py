@@ -79,6 +79,7 @@ def test_item_matches_direct_read_and_warp(mini_sets):
     assert item["target_weight"].shape == (17,) and item["target_weight"].dtype == torch.float32
     assert item["center"].dtype == item["scale"].dtype == item["box_score"].dtype == torch.float32
     assert item["box_score"].shape == () and item["box_score"].item() == 1.0 and item["index"] == i
+    assert item["category_id"] == 1 and val.instance(i)["category_id"] == 1
     ann = val.coco.anns[int(val.ann_ids[i])]
     img_info = val.coco.imgs[ann["image_id"]]
     assert item["image_id"] == ann["image_id"]

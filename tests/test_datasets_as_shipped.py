@@ -312,3 +312,23 @@ def test_missing_base_lists_where_it_looked(tmp_path):
                                                 f"{tmp_path}/no_such_base.yaml, {ROOT}/configs/no_such_base.yaml") as e:
         load_config(path)
     assert "\n" not in str(e.value)
+
+
+def test_test_tool_scores_a_model_of_several_categories(tmp_path):
+    """tools/test.py with a model of a two-species set: both categories predicted, written and scored."""
+    from keypoints.config import config_to_dict
+    from keypoints.models import build_model
+
+    write_set(tmp_path, images=3, edit=_two_species)
+    cfg = load_config(ROOT / "configs/quickstart.yaml", [f"data.root={tmp_path}", *QUICK, "data.category_id=all"])
+    meta = build_dataset(cfg, "val").metadata
+    ckpt = tmp_path / "animals.pth"
+    torch.save({"model": build_model(cfg.model, 17).state_dict(), "config": config_to_dict(cfg), "epoch": 0,
+                "metadata": meta.to_dict()}, ckpt)
+    tool = load_tool("test")
+    metrics = tool.main(tool.get_args_parser().parse_args([
+        "--checkpoint", str(ckpt), "--device", "cpu", "--no-flip", "--out", str(tmp_path / "r.json"),
+        "--metrics-json", str(tmp_path / "m.json")]))
+    assert set(constants.COCO_STAT_NAMES) <= set(metrics)
+    assert {r["category_id"] for r in json.loads((tmp_path / "r.json").read_text())} == {1, 2}
+    assert json.loads((tmp_path / "m.json").read_text())["category_ids"] == [1, 2]

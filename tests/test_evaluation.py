@@ -327,3 +327,17 @@ def test_gather_two_processes_gloo(coco_mini, tmp_path):
     assert json.loads((tmp_path / "rank0.json").read_text()) == _single_process_metrics(ann_file)
     assert json.loads((tmp_path / "rank1.json").read_text()) == {}
     print(f"2-process gloo gather: {time.perf_counter() - start:.1f} s")
+
+
+def test_nms_runs_per_image_and_category():
+    """Two instances of different categories at the same place both survive OKS-NMS (pycocotools matches them per
+    category anyway); the same two of one category are one instance."""
+    from keypoints.evaluation import predictions_to_results
+
+    kp = np.random.default_rng(0).uniform(10, 90, (1, K, 3))
+    kp[..., 2] = 0.9
+    kpts = np.concatenate([kp, kp + 0.1])
+    one = predictions_to_results(np.array([5, 5]), kpts, np.ones(2), np.full(2, 5e3))
+    two = predictions_to_results(np.array([5, 5]), kpts, np.ones(2), np.full(2, 5e3), category_ids=np.array([1, 2]))
+    assert len(one) == 1 and one[0]["category_id"] == 1
+    assert sorted(r["category_id"] for r in two) == [1, 2]
