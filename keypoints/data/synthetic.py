@@ -30,6 +30,7 @@ import colorsys
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -444,3 +445,60 @@ def write_synthetic_video(path: str | Path, num_frames: int = 8, size: tuple[int
         writer.write(frame)
     writer.release()
     return target, boxes
+
+
+@dataclass
+class SyntheticClip:
+    """A generated clip and its truth: ``frames`` BGR ``(H, W, 3)``; per frame, ``keypoints`` ``(P, K, 3)`` (x, y
+    in image pixels, COCO visibility 0/1/2, ``(0, 0, 0)`` outside the frame) and ``boxes`` ``(P, 4)`` xywh (amodal,
+    clipped to the frame) of the same ``P`` people in the same order: the index is the person's identity."""
+
+    frames: list[np.ndarray]
+    keypoints: list[np.ndarray]
+    boxes: list[np.ndarray]
+    fps: float
+
+
+def synthetic_people_clip(num_frames: int = 90, size: tuple[int, int] = (640, 480), seed: int = 0, people: int = 2,
+                          fps: float = 30.0, speed: float = 1.0) -> SyntheticClip:
+    """``people`` people who move on their own over one background, with fresh sensor noise in every frame. Each
+    keeps to a vertical strip of its own (the width split in ``people``), so paths never cross: the mid-hip sways
+    sideways (up to a fifth of the strip) and up and down along sines of 1.5-4 s periods, and the limbs swing
+    between two random poses (1-2.5 s). ``speed`` scales the travel (0: people stand still; only the noise
+    changes). Deterministic by ``seed``."""
+    if num_frames < 1 or people < 1 or fps <= 0 or speed < 0:
+        raise ValueError(f"need num_frames >= 1, people >= 1, fps > 0 and speed >= 0, got {num_frames}, {people}, "
+                         f"{fps}, {speed}")
+    w, h = size
+    background = _background(np.random.default_rng([seed, 0]), w, h)
+    strip, walkers = w / people, []
+    for i in range(people):
+        rng = np.random.default_rng([seed, 1, i])
+        height = h * rng.uniform(0.45, 0.8)
+        poses = [sample_pose(rng, height, np.zeros(2), rng.normal(0, 6)) for _ in range(2)]
+        centre = np.array([(i + 0.5) * strip, h * rng.uniform(0.48, 0.56)])
+        reach = speed * np.array([rng.uniform(0.1, 0.2) * strip, rng.uniform(0.0, 0.04) * h])
+        periods, phases = rng.uniform([1.5, 1.5, 1.0], [4.0, 4.0, 2.5]), rng.uniform(0, 2 * np.pi, 3)
+        walkers.append((height, poses, centre, reach, periods, phases))
+    frames, all_keypoints, all_boxes = [], [], []
+    for f in range(num_frames):
+        t = f / fps
+        img, ids, persons = background.copy(), np.zeros((h, w), np.uint8), []
+        for i, (height, (pose_a, pose_b), centre, reach, periods, phases) in enumerate(walkers):
+            swing = 0.5 - 0.5 * np.cos(2 * np.pi * t / periods[2] * speed + phases[2])
+            offset = centre + reach * np.sin(2 * np.pi * t / periods[:2] + phases[:2])
+            kp = pose_a + (pose_b - pose_a) * swing + offset
+            prims = _person_primitives(np.random.default_rng([seed, 2, i]), kp, height)  # same colours every frame
+            mask = np.zeros((h, w), np.uint8)
+            _paint(mask, prims, 1)
+            _paint(img, prims)
+            ids[mask > 0] = i + 1
+            persons.append((kp, mask))
+        anns = annotate_instances(persons, ids)
+        visibility = np.array([a["keypoints"][2::3] for a in anns], dtype=np.float64)
+        keypoints = np.concatenate([np.stack([kp for kp, _ in persons]), visibility[..., None]], axis=2)
+        keypoints[visibility == 0] = 0
+        frames.append(_add_noise(np.random.default_rng([seed, 3, f]), img))
+        all_keypoints.append(keypoints)
+        all_boxes.append(np.array([a["bbox"] for a in anns], dtype=np.float64))
+    return SyntheticClip(frames, all_keypoints, all_boxes, float(fps))
