@@ -264,8 +264,8 @@ class DatasetMeta:
         """``bird``, or for several categories ``animal (3 categories: cat, dog, horse)``."""
         if len(self.category_ids) == 1:
             return self.category_name
-        shown = ", ".join(self.category_names[:6]) + (f", ... {len(self.category_names) - 6} more"
-                                                       if len(self.category_names) > 6 else "")
+        more = len(self.category_names) - 6
+        shown = ", ".join(self.category_names[:6]) + (f", ... {more} more" if more > 0 else "")
         return f"{self.category_name} ({len(self.category_ids)} categories: {shown})"
 
     def limb_colour(self, a: int, b: int) -> tuple[int, int, int]:

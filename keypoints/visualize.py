@@ -2,8 +2,8 @@
 
 Skeleton edges and colours are the dataset's (:class:`keypoints.metadata.DatasetMeta`: the COCO person by default);
 colours come from the flip pairs unless the metadata gives others: left member of a pair green, right orange,
-unpaired keypoints and edges joining different colours blue. Keypoints without training labels are not drawn. Images are BGR uint8 arrays ``(H, W, 3)``, keypoints ``(K, 3)`` = x, y, score
-in image pixels.
+unpaired keypoints and edges joining different colours blue. Keypoints without training labels are not drawn.
+Images are BGR uint8 arrays ``(H, W, 3)``, keypoints ``(K, 3)`` = x, y, score in image pixels.
 """
 from __future__ import annotations
 

@@ -210,7 +210,7 @@ def test_annotation_count_mismatch_and_wrong_dataset(tmp_path):
         build_dataset(cfg, "val", metadata=other)
 
 
-# ----------------------------------------------------------------------------- issue 20: flip pairs, colours, unlabelled
+# --------------------------------------------------------------------------- flip pairs, colours, unlabelled (issue 20)
 
 
 @pytest.mark.parametrize("names,pairs", [

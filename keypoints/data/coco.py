@@ -65,11 +65,11 @@ class CocoKeypointDataset(Dataset):
 
     Items (dict): ``image`` uint8 ``(3, H, W)`` RGB crop (a channels-last view); ``heatmaps`` float32
     ``(K, h, w)``; ``target_weight`` float32 ``(K,)``; ``keypoints`` float32 ``(K, 3)`` (x, y in crop pixels,
-    visibility); ``image_id`` int; ``category_id`` int (the instance's); ``center``, ``scale`` float32 ``(2,)``: the instance's crop box in image
-    pixels before training augmentation (exactly the crop with the validation transform); ``box_score`` float32
-    scalar (1 for ground truth); ``index`` int (the instance actually returned) and ``requested`` int (the instance
-    asked for: they differ when unreadable images were skipped, which the training and evaluation loops count). Detector boxes give zero
-    heatmaps, weights and keypoints.
+    visibility); ``image_id`` int; ``category_id`` int (the instance's); ``center``, ``scale`` float32 ``(2,)``:
+    the instance's crop box in image pixels before training augmentation (exactly the crop with the validation
+    transform); ``box_score`` float32 scalar (1 for ground truth); ``index`` int (the instance actually returned)
+    and ``requested`` int (the instance asked for: they differ when unreadable images were skipped, which the
+    training and evaluation loops count). Detector boxes give zero heatmaps, weights and keypoints.
 
     ``stats`` holds the counts of kept and dropped images/instances per reason (``other_category``, ``no_image``:
     the annotation's image is not in ``images``, ``crowd``, ``no_keypoints``, ``empty_box``; detector boxes:
