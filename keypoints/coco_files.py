@@ -42,6 +42,7 @@ def _fix_annotations(data: dict, ann_file: str | Path) -> dict[str, Any]:
     example: dict[str, str] = {}
     orphans: list = []
     ann_ids: set = set()
+    with_keypoints: dict[int, list[dict]] = {}  # keypoint value count -> annotations
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "bbox")):
             raise ValueError(f"annotation file {ann_file}: annotations[{i}] needs id, image_id, category_id and bbox")
@@ -50,36 +51,43 @@ def _fix_annotations(data: dict, ann_file: str | Path) -> dict[str, Any]:
                              f"must be unique")
         ann_ids.add(ann["id"])
         bbox = ann["bbox"]
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or any(_number(v) is None for v in bbox):
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not _finite(bbox):
             raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has bbox {bbox!r}; expected 4 finite "
                              f"numbers [x, y, width, height]")
         kpts = ann.get("keypoints")
-        labelled = 0
-        if kpts is not None:
-            if not isinstance(kpts, list) or len(kpts) % 3:
-                raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has keypoints that are not a "
-                                 f"list of x, y, v triples")
-            bad = next((j for j, v in enumerate(kpts) if _number(v) is None), None)
-            if bad is not None:
-                raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has keypoint value "
-                                 f"{kpts[bad]!r} (keypoint {bad // 3}, {'xyv'[bad % 3]}); ground-truth keypoints must "
-                                 f"be finite numbers: fix or remove that annotation")
-            labelled = sum(1 for v in kpts[2::3] if v > 0)
+        if kpts is None:
+            ann["num_keypoints"] = 0
+        elif not isinstance(kpts, list) or len(kpts) % 3:
+            raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has keypoints that are not a list of "
+                             f"x, y, v triples")
+        else:
+            with_keypoints.setdefault(len(kpts), []).append(ann)
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            counts["iscrowd missing (set to 0)"] += 1
+        if type(ann.get("area")) not in (int, float) or not math.isfinite(ann["area"]):
+            ann["area"] = float(max(0.0, bbox[2]) * max(0.0, bbox[3]))
+            counts["area missing (set to the box's width x height)"] += 1
+        if ann["image_id"] not in image_ids:
+            orphans.append(ann["id"])
+    for group in with_keypoints.values():  # one array per keypoint count: COCO train2017 in well under a second
+        values = np.array([ann["keypoints"] for ann in group])  # strings: a text dtype, None: an object one
+        if values.dtype.kind not in "fi" or values.ndim != 2 or not np.isfinite(values).all():
+            for ann in group:
+                bad = next((j for j, v in enumerate(ann["keypoints"]) if _number(v) is None), None)
+                if bad is not None:
+                    raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has keypoint value "
+                                     f"{ann['keypoints'][bad]!r} (keypoint {bad // 3}, {'xyv'[bad % 3]}); ground-truth "
+                                     f"keypoints must be finite numbers: fix or remove that annotation")
+            values = values.astype(np.float64)  # all numbers after all (bools among them)
+        for ann, labelled in zip(group, (values[:, 2::3] > 0).sum(axis=1).tolist()):
             given = ann.get("num_keypoints")
             if given is None:
                 counts["num_keypoints missing"] += 1
             elif given != labelled:
                 counts["num_keypoints disagreeing with the flags"] += 1
                 example.setdefault("disagree", f"annotation {ann['id']} says {given!r}, its flags label {labelled}")
-        ann["num_keypoints"] = labelled  # one rule for training and for pycocotools: keypoints with v > 0
-        if "iscrowd" not in ann:
-            ann["iscrowd"] = 0
-            counts["iscrowd missing (set to 0)"] += 1
-        if _number(ann.get("area")) is None:
-            ann["area"] = float(max(0.0, bbox[2]) * max(0.0, bbox[3]))
-            counts["area missing (set to the box's width x height)"] += 1
-        if ann["image_id"] not in image_ids:
-            orphans.append(ann["id"])
+            ann["num_keypoints"] = labelled  # one rule for training and for pycocotools: keypoints with v > 0
     if counts:
         parts = [f"{k} on {v}" + (f" (e.g. {example['disagree']})" if k.startswith("num_keypoints disagreeing") else "")
                  for k, v in counts.items()]
@@ -166,6 +174,11 @@ class Detections:
             entry[0].append(box)
             entry[1].append(score)
         return {k: (np.asarray(b, np.float64).reshape(-1, 4), np.asarray(s, np.float64)) for k, (b, s) in out.items()}
+
+
+def _finite(values: list) -> bool:
+    """Every value an int or float (not a bool) and finite; fast enough for every box of COCO train2017."""
+    return all(type(v) in (int, float) for v in values) and math.isfinite(sum(values))
 
 
 def _number(value: Any) -> float | None:
