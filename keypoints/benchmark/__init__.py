@@ -6,6 +6,7 @@
     inference.py     "inference": DY-ReLU-C vs ReLU twin on every runtime (ms/crop, first start), demo FPS
     loader.py        "loader": data loader stages and throughput, data wait of a training step
     postprocess.py   "postprocess": flip-back, decode, rescoring, NMS against the forward pass
+    video.py         "video": track ids and One-Euro smoothing vs none on a generated clip with known truth
     report.py        ratios and tables (plain text or markdown)
 
 The machine may be shared and noisy: every section measures its baseline in the same run and reports ratios.
