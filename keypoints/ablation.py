@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 import yaml
 
 from .config import Config, config_from_dict, config_to_dict, load_config
@@ -153,12 +152,14 @@ def final_metrics(rows: list[dict[str, float]], epochs: int) -> dict[str, float]
 
 def checkpoint_epoch(folder: str | Path) -> int | None:
     """Epochs completed according to ``folder/last.pth``; None without a readable checkpoint."""
+    from .modelfile import read_checkpoint
+
     path = Path(folder) / "last.pth"
     if not path.is_file():
         return None
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-    except Exception:  # noqa: BLE001 - a truncated or foreign file is "no checkpoint"
+        return read_checkpoint(path).epoch
+    except (ValueError, FileNotFoundError):  # a truncated or foreign file is "no checkpoint"
         return None
 
 
@@ -211,8 +212,8 @@ def train_command(config: Path, folder: Path, overrides: Sequence[str], device: 
            "--device", device, "--no-progress"]
     if data_root is not None:
         cmd += ["--data-root", str(data_root)]
-    if resume:
-        cmd.append("--resume")
+    if resume:  # run_state compared the folder's config with this one: only train.epochs may have grown
+        cmd += ["--resume", "--allow-change", "train.epochs"]
     return cmd + ["--opts", *overrides]
 
 

@@ -127,6 +127,8 @@ class TrainConfig:
     ohkm_topk: int = 8  # joints kept per sample by OHKM
     log_interval: int = 50  # iterations between log lines
     max_iters_per_epoch: int = 0  # cap iterations per epoch (quick runs, tests); 0 means the whole epoch
+    init_from: str = ""  # fine-tuning: model file (checkpoint) whose weights start the run (heatmaps matched by
+    #                     keypoint name; optimiser state not carried); "": none. tools/train.py --init-from sets it
 
 
 @dataclass

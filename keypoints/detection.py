@@ -70,21 +70,12 @@ class PersonDetector:
             cache = Path(torch.hub.get_dir()) / "checkpoints"
             raise FileNotFoundError(f"no weights for detector {name}: {DETECTORS[name]} is not in {cache}; copy it "
                                     f"there or pass its path (--detector-weights); nothing is downloaded")
-        if not path.is_file():
-            raise FileNotFoundError(f"detector weights not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling error means "not a weights file"
-            raise ValueError(f"cannot read {path} as detector weights ({type(e).__name__}); pass a state dict "
-                             f"saved from torchvision.models.detection.{name}") from None
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
+        from .modelfile import load_weights, read_state_dict
+
+        state = read_state_dict(path, f"{name} detector weights")
         model = build_detector(name)
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path} does not hold {name} weights ({str(e).splitlines()[0][:120]}); "
-                             f"pass --detector NAME matching the file (one of {', '.join(DETECTORS)})") from None
+        load_weights(model, state, f"detector weights {path}",
+                     hint=f"pass --detector NAME matching the file (one of {', '.join(DETECTORS)})")
         return cls(model, name=name, score_thr=score_thr, device=device)
 
     @torch.no_grad()

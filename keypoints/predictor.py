@@ -151,12 +151,13 @@ class PoseEstimator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "auto", *,
-                        onnx_path: str | Path | None = None, threads: int | None = None, **kwargs) -> "PoseEstimator":
-        """Estimator from any model file :func:`keypoints.backends.load_backend` reads: a training checkpoint
-        (torch) or an exported model (``.onnx``: ONNX Runtime). ``device``: auto | cpu | cuda (torch); ``threads``:
-        ONNX Runtime intra-op threads (default every core); other keyword arguments go to :meth:`from_config`
-        (flip, detector, redetect_every, track_kpt_thr, min_pose_score)."""
-        model = load_backend(path, backend, device=device, threads=threads, onnx_path=onnx_path)
+                        trust_code: bool = False, threads: int | None = None, **kwargs) -> "PoseEstimator":
+        """Estimator from any model file :func:`keypoints.backends.load_backend` reads, known by its content: a
+        training checkpoint (PyTorch), an ONNX export (ONNX Runtime, or ``backend="openvino"``) or an AOTInductor
+        package (compiled; it holds native code, so it loads only with ``trust_code=True``). ``device``: auto | cpu
+        | cuda (torch); ``threads``: the runtime's CPU threads (default every core); other keyword arguments go to
+        :meth:`from_config` (flip, detector, redetect_every, track_kpt_thr, min_pose_score)."""
+        model = load_backend(path, backend, trust_code=trust_code, device=device, threads=threads)
         return cls.from_config(model, model.config, **kwargs)
 
     def reset(self) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from keypoints.backends import BACKENDS, ModelInfo, backend_for, load_backend
+from keypoints.backends import BACKENDS, ModelInfo, load_backend
 from keypoints.backends.compiled import AotBackend, CompiledBackend, export_compiled, plan_batches
 from keypoints.config import load_config
 from keypoints.models import DyReLU, build_model
@@ -34,18 +34,12 @@ def test_construction_is_lazy_and_leaves_the_model_alone(quick):
 
 
 def test_dispatch_and_errors(tmp_path, untrained_checkpoint):
-    assert backend_for("m.pt2") == "compiled" and backend_for("m.onnx") == "onnxruntime"
-    assert backend_for("m.pth") == "torch"
-    with pytest.raises(FileNotFoundError, match="compiled model not found"):
+    with pytest.raises(FileNotFoundError, match="model file not found"):
         load_backend(tmp_path / "missing.pt2")
     (tmp_path / "junk.pt2").write_bytes(b"not a package")
-    with pytest.raises(ValueError, match="cannot load .* as an AOTInductor package"):
+    with pytest.raises(ValueError, match="not a model file this project reads"):
         load_backend(tmp_path / "junk.pt2", "compiled")
-    with pytest.raises(ValueError, match="is an AOTInductor package"):
-        load_backend(tmp_path / "junk.pt2", "torch")
-    with pytest.raises(ValueError, match="is an ONNX model"):
-        load_backend(tmp_path / "m.onnx", "compiled")
-    with pytest.raises(ValueError, match=r"must be named \*\.pt2"):
+    with pytest.raises(ValueError, match=r"must be named \*\.pt2|named \*\.pt2"):
         export_compiled(torch.nn.Identity(), tmp_path / "m.pt", info=ModelInfo((96, 128), (24, 32), tuple(range(17))))
     backend = load_backend(untrained_checkpoint, "compiled", device="cpu", threads=2)
     assert isinstance(backend, CompiledBackend) and backend.info.input_size == (96, 128)
@@ -70,7 +64,7 @@ def test_torch_compile_parity(quick):
 def test_aot_package_parity(quick, tmp_path):
     model, info = quick
     path = export_compiled(model, tmp_path / "quick.pt2", info=info, batch_sizes=(1, 4))
-    backend = load_backend(path)
+    backend = load_backend(path, trust_code=True)
     assert isinstance(backend, AotBackend) and backend.info == info and backend.sizes == (1, 4)
     crops = torch.randint(0, 256, (7, 3, 128, 96), dtype=torch.uint8)
     with torch.no_grad():

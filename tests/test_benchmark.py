@@ -3,7 +3,7 @@ assertions: the numbers only have to exist and be positive)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 from pathlib import Path
 
 import pytest
@@ -117,7 +117,7 @@ def test_inference_section_torch_and_onnxruntime(tmp_path, monkeypatch, keep_thr
         return start_backend(runtime, *args, **kwargs)
     monkeypatch.setattr(bench_inference, "start_backend", without_openvino)
     torch.set_num_threads(1)
-    settings = bench_inference.InferenceSettings(runtimes=("eager", "onnxruntime", "openvino"), batches=(1, 2),
+    settings = bench_inference.InferenceSettings(runtimes=("torch", "onnxruntime", "openvino"), batches=(1, 2),
                                                  threads=1, rounds=1, warmup=0, frames=2, frame_size=(320, 240),
                                                  demo_rounds=1)
     models = bench_inference.model_pairs({"tiny": _tiny_config()})
@@ -126,24 +126,24 @@ def test_inference_section_torch_and_onnxruntime(tmp_path, monkeypatch, keep_thr
     assert started["openvino", "tiny"].backend is None and "not available" in started["openvino", "tiny"].note
     assert started["onnxruntime", "tiny"].note in ("fused graph", "reference graph")
     latency = bench_inference.measure_latency(started, models, settings)
-    assert set(latency) == {(r, m, b) for r in ("eager", "onnxruntime") for m in models for b in (1, 2)}
+    assert set(latency) == {(r, m, b) for r in ("torch", "onnxruntime") for m in models for b in (1, 2)}
     assert all(v > 0 for v in latency.values())
     rows = bench_inference.latency_rows(latency, started, ["tiny"], settings)
-    assert [r["runtime"] for r in rows] == ["eager", "onnxruntime", "openvino"]
+    assert [r["runtime"] for r in rows] == ["torch", "onnxruntime", "openvino"]
     assert rows[0]["b2_ms_x"] > 0 and rows[0]["start_s"] > 0 and rows[2]["b1_ms"] is None
     table = format_table(rows, bench_inference.latency_columns(settings.batches), markdown=True)
     assert table.count("\n") == 4 and "not available" in table
 
     demo = bench_inference.measure_demo(started, models, settings, tmp_path)
-    assert set(demo) == {(r, m, mode) for r in ("eager", "onnxruntime") for m in models for mode in settings.demo_modes}
+    assert set(demo) == {(r, m, mode) for r in ("torch", "onnxruntime") for m in models for mode in settings.demo_modes}
     fps, crops = demo["onnxruntime", "tiny", "given"]
     assert fps > 0 and crops == 2.0  # the true boxes of both people
-    assert demo["eager", "tiny", "tracking"][1] >= 1
+    assert demo["torch", "tiny", "tracking"][1] >= 1
     demo_table = format_table(bench_inference.demo_rows(demo, models, settings), bench_inference.demo_columns(models))
     assert demo_table.count("\n") == 6
     lines = bench_inference.target_lines(latency, demo, "tiny", settings)
     assert len(lines) == 2 and "batch 1" in lines[0] and "30 FPS" in lines[1]  # no batch 8 here
-    assert "every runtime" in lines[0] and "eager" in lines[0] and "onnxruntime" in lines[0]
+    assert "every runtime" in lines[0] and "torch" in lines[0] and "onnxruntime" in lines[0]
     profile = bench_inference.onnx_profile(started, ["tiny"], 1, tmp_path, runs=2)
     assert profile["tiny"] and all(0 <= share <= 1 for _, share, _ in profile["tiny"])
 
@@ -161,11 +161,9 @@ def test_postprocess_section() -> None:
 
 
 def test_cli_parses() -> None:
-    spec = importlib.util.spec_from_file_location("benchmark_cli", ROOT / "tools" / "benchmark.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = importlib.import_module("keypoints.cli.benchmark")
     args = cli.get_args_parser().parse_args(["--quick", "--sections", "dyrelu", "inference", "--markdown",
-                                             "--runtimes", "eager", "onnxruntime"])
-    assert args.quick and args.sections == ["dyrelu", "inference"] and args.runtimes == ["eager", "onnxruntime"]
+                                             "--runtimes", "torch", "onnxruntime"])
+    assert args.quick and args.sections == ["dyrelu", "inference"] and args.runtimes == ["torch", "onnxruntime"]
     paths = [*cli.MODEL_CONFIGS, cli.DYRELU_CONFIG, *cli.INFERENCE_CONFIGS, *cli.POST_CONFIGS, args.loader_config]
     assert all((ROOT / p).is_file() for p in paths)

@@ -3,6 +3,7 @@ heatmaps within 1e-4 (float32) on real person crops, dynamic and fixed batch, ui
 file, PoseEstimator on the ONNX Runtime backend agreeing with the torch backend, and no file left by a failed check."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -81,14 +82,15 @@ def test_metadata_and_onnxruntime_backend(exported):
     model, cfg = load_pose_model(str(checkpoint))
     assert CONFIG_KEY in backend.metadata and backend.info == ModelInfo.from_config(cfg)
     torch_est = PoseEstimator.from_checkpoint(checkpoint, device="cpu", flip=True)
-    for ort_est in (PoseEstimator.from_checkpoint(onnx_path, flip=True),  # auto: by the suffix
-                    PoseEstimator.from_checkpoint(checkpoint, backend="onnxruntime", flip=True)):  # finds quick.onnx
-        assert ort_est.backend.name == "onnxruntime"
-        image, boxes = coco_mini_people(2)[1]
-        a, b = torch_est(image, boxes=boxes), ort_est(image, boxes=boxes)
-        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
-    with pytest.raises(ValueError, match="onnxruntime"):
+    ort_est = PoseEstimator.from_checkpoint(onnx_path, flip=True)  # auto: by the file's content
+    assert ort_est.backend.name == "onnxruntime"
+    image, boxes = coco_mini_people(2)[1]
+    a, b = torch_est(image, boxes=boxes), ort_est(image, boxes=boxes)
+    np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+    with pytest.raises(ValueError, match="torch runtime runs a PyTorch checkpoint.*is an ONNX model.*onnxruntime"):
         PoseEstimator.from_checkpoint(onnx_path, backend="torch")
+    with pytest.raises(ValueError, match="is a PyTorch checkpoint.*export it first"):
+        PoseEstimator.from_checkpoint(checkpoint, backend="onnxruntime")
 
 
 def test_fixed_batch_uint8_input(exported, tmp_path):
@@ -125,13 +127,38 @@ def test_test_tool_scores_the_export_like_its_checkpoint(exported, tmp_path):
     assert json.loads((tmp_path / "onnx_m.json").read_text())["backend"] == "onnxruntime"
 
 
-def test_failed_parity_check_leaves_no_file(exported, tmp_path):
+def _perturbed_runtime(change):
+    """The onnxruntime runtime with ``change`` applied to every heatmap the export gives (a broken export)."""
+    from keypoints.backends import get_runtime
+
+    runtime = get_runtime("onnxruntime")
+
+    def load(path, **kwargs):
+        backend = runtime.load(path, **kwargs)
+        forward = backend.forward
+        backend.forward = lambda crops: change(forward(crops))
+        return backend
+    return dataclasses.replace(runtime, load=load)
+
+
+@pytest.mark.parametrize("case", ["heatmaps", "keypoints"])
+def test_a_wrong_export_is_refused_and_the_old_file_kept(exported, tmp_path, monkeypatch, case):
+    """The checks look at the export, not at the checkpoint twice: heatmaps scaled by 1.01 fail the heatmap check;
+    heatmaps shifted by two cells (keypoints 8 px off) pass a disabled heatmap check and fail the AP check. The
+    existing --output is left byte-identical and no temporary file stays."""
     checkpoint, _ = exported
-    out = tmp_path / "strict.onnx"
-    with pytest.raises(ValueError, match="was removed"):
-        export_cli.main(export_cli.get_args_parser().parse_args([
-            "--checkpoint", str(checkpoint), "--output", str(out), "--timing-runs", "0", "--ap-tolerance", "-1"]))
-    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+    out = tmp_path / "model.onnx"
+    shutil.copyfile(exported[1], out)
+    before = out.read_bytes()
+    change = (lambda h: h * 1.01) if case == "heatmaps" else (lambda h: torch.roll(h, shifts=2, dims=3))
+    monkeypatch.setattr(export_cli, "exporter_for", lambda kind, name=None: _perturbed_runtime(change))
+    argv = ["--checkpoint", str(checkpoint), "--output", str(out), "--timing-runs", "0", "--overwrite"]
+    if case == "keypoints":
+        argv += ["--heatmap-tolerance", "1e9"]
+    match = "heatmaps differ" if case == "heatmaps" else "scores AP"
+    with pytest.raises(ValueError, match=match + ".*was not written"):
+        export_cli.main(export_cli.get_args_parser().parse_args(argv))
+    assert out.read_bytes() == before and not list(tmp_path.glob("*.partial*"))
 
 
 def test_bad_onnx_file(tmp_path):

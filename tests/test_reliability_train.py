@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, load_tool
 from keypoints.utils.cli import run_cli
+from keypoints.outputs import remove_partials
 from keypoints.utils.logging import MetricWriter
 
 train = load_tool("train")
@@ -105,18 +106,19 @@ def test_script_refuses_an_earlier_run_without_traceback(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("resume_epoch, kept", [(0, []), (2, [1, 2])], ids=["new-run", "resume-at-2"])
 def test_metric_writer_never_mixes_runs(resume_epoch: int, kept: list[int], tmp_path: Path) -> None:
-    # metrics.csv of an earlier run with 3 epochs, and the metrics.tmp of a write killed half-way.
+    # metrics.csv of an earlier run with 3 epochs, and the temporary file of a write killed half-way (the run
+    # removes it when it starts: keypoints.outputs.remove_partials).
     (tmp_path / "metrics.csv").write_text("epoch,train_loss\n1,0.3\n2,0.2\n3,0.1\n")
-    (tmp_path / "metrics.tmp").write_text("epoch,train_lo")
+    (tmp_path / "metrics.0a1b2c3d.partial.csv").write_text("epoch,train_lo")
+    assert [p.name for p in remove_partials(tmp_path)] == ["metrics.0a1b2c3d.partial.csv"]
     writer = MetricWriter(tmp_path, tensorboard=False, resume_epoch=resume_epoch)
-    assert not (tmp_path / "metrics.tmp").exists()
     writer.write(resume_epoch + 1, {"train_loss": 0.05})
     with (tmp_path / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     # A new run starts an empty table; a resumed one keeps its epochs up to the checkpoint (later rows were of
     # epochs that run again) and adds the new one.
     assert [int(r["epoch"]) for r in rows] == kept + [resume_epoch + 1]
-    assert rows[-1]["train_loss"] == "0.05" and not (tmp_path / "metrics.tmp").exists()
+    assert rows[-1]["train_loss"] == "0.05" and not list(tmp_path.glob("*.partial*"))
 
 
 # run_cli itself: what other tools get too.

@@ -10,6 +10,8 @@ import torch
 
 from keypoints.data.synthetic import make_synthetic_dataset
 from conftest import COCO_MINI, ROOT, load_tool
+from keypoints import training
+from keypoints.modelfile import FORMAT_VERSION
 
 train = load_tool("train")
 
@@ -20,11 +22,14 @@ NO_AUG = ["aug.flip_prob=0", "aug.half_body_prob=0", "aug.rotation_prob=0", "aug
           "aug.photometric=false"]
 
 
-def _run(tmp, *opts, epochs=2, resume=None, overwrite=False, data_root=COCO_MINI, config="configs/quickstart.yaml"):
+def _run(tmp, *opts, epochs=2, resume=None, overwrite=False, data_root=COCO_MINI, config="configs/quickstart.yaml",
+         allow=()):
     argv = ["--config", str(ROOT / config), "--output-dir", str(tmp), "--device", "cpu", "--no-progress",
             "--epochs", str(epochs), "--data-root", str(data_root)] + (["--overwrite"] if overwrite else [])
     if resume is not None:
         argv += ["--resume"] + ([resume] if resume != "last" else [])
+    if allow:
+        argv += ["--allow-change", *allow]
     args = train.get_args_parser().parse_args(argv + ["--opts", *QUICK, *opts])
     return train.main(args)
 
@@ -44,10 +49,12 @@ def test_trains_on_real_coco_and_writes_everything(tmp_path):
                  "coco_keypoint_results.json"):
         assert (tmp_path / name).is_file(), name
     assert list((tmp_path / "tensorboard").iterdir())
-    state = torch.load(tmp_path / "last.pth", weights_only=True)
-    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "best_metric", "config"}
+    state = torch.load(tmp_path / "last.pth", weights_only=True)  # a plain torch file, readable without keypoints
+    assert set(state) >= {"format", "format_version", "model", "optimizer", "scheduler", "scaler", "epoch",
+                          "best_metric", "config", "metadata", "data"}
     assert state["epoch"] == 3 and state["config"]["data"]["root"] == str(COCO_MINI)
-    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
+    assert state["data"]["train_ann"]["sha1"] and state["format_version"] == FORMAT_VERSION
+    assert not list(tmp_path.glob("*.partial*"))  # atomic writes leave no temporary files
 
 
 def test_trains_on_synthetic_data(tmp_path):
@@ -64,11 +71,14 @@ def test_resume_continues_exactly(tmp_path):
     _run(tmp_path / "cut", *opts, epochs=1)
     # What a killed process leaves behind: temporaries of our checkpoints and metrics.csv (removed), and a
     # file of the user's that merely looks alike (kept).
-    stale = [tmp_path / "cut" / n for n in ("last.pth.k9x2ab.tmp", "best.pth.q1w2e3.tmp", "metrics.tmp")]
-    for p in stale + [tmp_path / "cut" / "notes.tmp"]:
+    stale = [tmp_path / "cut" / n for n in ("last.0a1b2c3d.partial.pth", "best.9f8e7d6c.partial.pth",
+                                             "metrics.00aa11bb.partial.csv")]
+    for p in stale + [tmp_path / "cut" / "notes.partial.txt"]:
         p.write_bytes(b"partial")
-    _run(tmp_path / "cut", *opts, epochs=2, resume="last")
-    assert not any(p.exists() for p in stale) and (tmp_path / "cut" / "notes.tmp").exists()
+    with pytest.raises(ValueError, match=r"differs from the run's \(train.epochs: 1 -> 2\).*--allow-change"):
+        _run(tmp_path / "cut", *opts, epochs=2, resume="last")
+    _run(tmp_path / "cut", *opts, epochs=2, resume="last", allow=["train.epochs"])
+    assert not any(p.exists() for p in stale) and (tmp_path / "cut" / "notes.partial.txt").exists()
     assert _run(tmp_path / "cut", *opts, epochs=2, resume="last") == {}  # finished: nothing to train, nothing lost
     assert "nothing to train" in (tmp_path / "cut" / "train.log").read_text()
     full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
@@ -87,9 +97,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     def nan_loss(self, pred, target, weight=None):
         return pred.float().sum() * float("nan")
 
-    monkeypatch.setattr(train.KeypointMSELoss, "forward", nan_loss)
+    monkeypatch.setattr(training.KeypointMSELoss, "forward", nan_loss)
     with pytest.raises(SystemExit) as stop:
-        _run(tmp_path, "train.max_iters_per_epoch=2", epochs=2, resume="last")
+        _run(tmp_path, "train.max_iters_per_epoch=2", epochs=2, resume="last", allow=["train.epochs"])
     assert stop.value.code == 1
     kept = torch.load(tmp_path / "last.pth", weights_only=True)
     assert kept["epoch"] == good["epoch"] == 1
@@ -115,7 +125,7 @@ def test_nan_in_the_first_epoch_names_no_checkpoint(tmp_path, monkeypatch):
     def nan_loss(self, pred, target, weight=None):
         return pred.float().sum() * float("nan")
 
-    monkeypatch.setattr(train.KeypointMSELoss, "forward", nan_loss)
+    monkeypatch.setattr(training.KeypointMSELoss, "forward", nan_loss)
     with pytest.raises(SystemExit) as stop:
         _run(tmp_path, "train.max_iters_per_epoch=1", epochs=1)
     assert stop.value.code == 1 and not (tmp_path / "last.pth").exists()
@@ -128,8 +138,9 @@ def test_bad_config_and_data_fail_clearly(tmp_path):
         _run(tmp_path, "train.lrr=1")
     with pytest.raises(FileNotFoundError, match="not found: .*nowhere"):
         _run(tmp_path, data_root=tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="lower data.batch_size"):
-        _run(tmp_path, "data.batch_size=1000")
+    metrics = _run(tmp_path / "tiny", "data.batch_size=1000", "train.max_iters_per_epoch=1", epochs=1)
+    assert "train_loss" in metrics  # a batch larger than the data is clipped to it (with a warning)
+    assert "batch size lowered from 1000 to 53" in (tmp_path / "tiny" / "train.log").read_text()
 
 
 @pytest.mark.slow

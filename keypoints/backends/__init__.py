@@ -1,89 +1,72 @@
 """Backends: one small interface in front of every runtime of the pose network.
 
-    backend = load_backend("outputs/run/best.pth")        # PyTorch (device auto: CUDA when available)
-    backend = load_backend("model.onnx")                  # ONNX Runtime (file written by tools/export.py)
+    backend = load_backend("outputs/run/best.pth")        # a checkpoint: PyTorch (device auto: CUDA when available)
+    backend = load_backend("model.onnx")                  # an ONNX export: ONNX Runtime
+    backend = load_backend("model.onnx", "openvino")      # the same file in OpenVINO
+    backend = load_backend("model.pt2", trust_code=True)  # a compiled AOTInductor package (runs its native code)
     heatmaps = backend(crops)        # uint8 RGB crops (N, 3, H, W) -> float32 heatmaps (N, K, H/4, W/4)
-    backend.info                     # ModelInfo: input/heatmap size, flip index, normalisation, config
+    backend.info                     # ModelInfo: input/heatmap size, flip index, normalisation, config, metadata
     backend.config                   # the resolved training config
 
 Everything at test time (:mod:`keypoints.inference`: crop, flip test, decode; :mod:`keypoints.postprocess`:
 rescoring, OKS-NMS) works on any backend, so ``tools/test.py`` scores an exported file exactly as a checkpoint.
-The backend is chosen by the file (``.onnx``: onnxruntime; anything else: a torch checkpoint) unless named.
+Files are known by their content (:func:`keypoints.modelfile.identify`); runtimes are looked up in
+:mod:`keypoints.backends.registry`, filled by the modules of this package, each registering itself when imported
+(every module here is imported with the package: a new runtime is one new module).
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import torch
 
 from ..config import Config
+from ..modelfile import KINDS, check_suffix, describe_kind, identify, require_trust
 from .base import CONFIG_KEY, Backend, ModelInfo
 from .pytorch import TorchBackend
+from .registry import (RUNTIMES, Runtime, default_runtime, exporter_for, get_runtime, register, runtime_names,
+                       runtimes_reading)
 
-BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "openvino")
+for _module in pkgutil.iter_modules(__path__):  # each runtime module registers itself
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+BACKENDS = ("auto", *runtime_names())  # the choices of the tools' --backend
 
 
-def backend_for(path: str | Path) -> str:
-    """The backend a model file needs, from its suffix (``.onnx``, ``.pt2``: an AOTInductor package, else torch)."""
-    suffix = Path(path).suffix.lower()
-    return {".onnx": "onnxruntime", ".pt2": "compiled"}.get(suffix, "torch")
-
-
-def load_backend(path: str | Path, backend: str = "auto", *, device: str | torch.device = "auto",
-                 threads: int | None = None, cfg: Config | None = None, onnx_path: str | Path | None = None,
+def load_backend(path: str | Path, backend: str = "auto", *, trust_code: bool = False,
+                 device: str | torch.device = "auto", threads: int | None = None, cfg: Config | None = None,
                  amp_dtype: torch.dtype | None = None) -> Backend:
-    """The one loader of model files: a training checkpoint (``.pth``) or an exported model (``.onnx``).
+    """The one loader of model files: a training checkpoint, an ONNX export or an AOTInductor package.
 
-    ``backend``: auto (by the file's suffix) | torch | compiled (the fused network through inductor: a checkpoint is
-    compiled on the first call, a ``.pt2`` package written by :func:`~keypoints.backends.compiled.export_compiled`
-    loads without compiling) | onnxruntime | openvino (optional package; runs the same ONNX file). ``device``:
-    auto | cpu | cuda (torch);
-    ``threads``: ONNX Runtime intra-op threads (default: every core); ``cfg`` replaces a checkpoint's stored config
-    (torch; the weights must still fit); ``amp_dtype`` runs a torch model under autocast (CUDA). ``backend="onnxruntime"`` with a checkpoint runs ``onnx_path`` (default:
-    the checkpoint's name with ``.onnx``), so both files of one model can be named by the checkpoint.
+    ``backend``: ``auto`` (the default runtime of the file's kind: torch for checkpoints, onnxruntime for ONNX,
+    compiled for ``.pt2`` packages) or a runtime name (:func:`~keypoints.backends.registry.runtime_names`), which
+    must read that kind (the compiled runtime also compiles a checkpoint in this process; openvino runs the ONNX
+    file). ``trust_code``: required for kinds whose loading runs code from the file (AOTInductor packages).
+    ``device``: auto | cpu | cuda (torch runtimes); ``threads``: CPU threads of the runtime; ``cfg`` replaces a
+    checkpoint's stored config (the weights must still fit; other kinds ignore it); ``amp_dtype`` runs a torch
+    model under autocast (CUDA). Every refusal is a one-line ``ValueError`` / ``FileNotFoundError``.
     """
-    if backend not in BACKENDS:
+    if backend != "auto" and backend not in RUNTIMES:
         raise ValueError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer (or None: every core), got {threads!r}")
     path = Path(path)
-    kind = backend_for(path)
-    backend = kind if backend == "auto" else backend
-    if backend == "compiled":  # a .pt2 package loads without compiling; a checkpoint compiles on its first call
-        from .compiled import AotBackend, CompiledBackend
-
-        if kind == "compiled":
-            return AotBackend(path, threads=threads)
-        if kind == "onnxruntime":
-            raise ValueError(f"{path} is an ONNX model; use backend 'onnxruntime' (or auto), or the .pth checkpoint")
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        from ..utils.runtime import select_device
-
-        device = device if isinstance(device, torch.device) else select_device(device)
-        return CompiledBackend.from_checkpoint(path, cfg, threads=threads, device=device)
-    if kind == "compiled":
-        raise ValueError(f"{path} is an AOTInductor package; use backend 'compiled' (or auto)")
-    if backend == "torch":
-        if kind == "onnxruntime":
-            raise ValueError(f"{path} is an ONNX model; use backend 'onnxruntime' (or auto) or pass the .pth checkpoint")
-        from ..utils.runtime import select_device
-
-        device = device if isinstance(device, torch.device) else select_device(device)
-        return TorchBackend.from_checkpoint(path, device, cfg, amp_dtype=amp_dtype)
-    from .onnx import OnnxBackend
-
-    if kind != "onnxruntime":
-        onnx_file = Path(onnx_path) if onnx_path is not None else path.with_suffix(".onnx")
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        if not onnx_file.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {onnx_file}; export it first: python tools/export.py "
-                                    f"--checkpoint {path} --output {onnx_file}")
-        path = onnx_file
-    if backend == "openvino":  # optional runtime, same ONNX file
-        from .openvino import OpenVinoBackend
-
-        return OpenVinoBackend(path, threads=threads)
-    return OnnxBackend(path, threads=threads)
+    kind = identify(path)
+    check_suffix(path, kind)
+    runtime = default_runtime(kind) if backend == "auto" else get_runtime(backend)
+    if kind not in runtime.reads:
+        hint = f"use --backend {' or '.join(runtimes_reading(kind))}"
+        if kind == "checkpoint" and runtime.writes is not None:
+            hint = (f"export it first (python tools/export.py --checkpoint {path} --output "
+                    f"model{KINDS[runtime.writes].suffixes[0]}) or {hint}")
+        raise ValueError(f"the {runtime.name} runtime runs {' or '.join(describe_kind(k) for k in runtime.reads)}, "
+                         f"but {path} is {describe_kind(kind)}: {hint}")
+    require_trust(path, kind, trust_code)
+    runtime.check_available()
+    return runtime.load(path, kind=kind, device=device, threads=threads, cfg=cfg, amp_dtype=amp_dtype)
 
 
-__all__ = ["Backend", "ModelInfo", "TorchBackend", "load_backend", "backend_for", "BACKENDS", "CONFIG_KEY"]
+__all__ = ["Backend", "ModelInfo", "TorchBackend", "load_backend", "BACKENDS", "CONFIG_KEY", "Runtime", "register",
+           "get_runtime", "runtime_names", "default_runtime", "runtimes_reading", "exporter_for", "RUNTIMES"]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 import torch
 
@@ -129,3 +131,15 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device}, input_size={self.info.input_size})"
+
+
+def run_fixed_batch(images: np.ndarray, batch: int | None, run: Callable[[np.ndarray], np.ndarray],
+                    name: str) -> np.ndarray:
+    """``run`` over ``images`` ``(B, ...)`` in chunks of a graph's fixed ``batch`` (None: a dynamic batch, one call);
+    a one-line ``ValueError`` when B is not a multiple of it (exported graphs cannot pad)."""
+    if batch is None or images.shape[0] == batch:
+        return run(images)
+    if images.shape[0] % batch:
+        raise ValueError(f"{name} was exported with a fixed batch of {batch}; pass a multiple of it or export with "
+                         f"--batch dynamic")
+    return np.concatenate([run(images[i:i + batch]) for i in range(0, images.shape[0], batch)])

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -40,7 +39,9 @@ from torch import nn
 from torch._inductor import config as inductor_config
 
 from ..config import Config
+from ..outputs import atomic_path
 from .base import Backend, ModelInfo
+from .registry import Runtime, register
 
 COMPILED_SUFFIX = ".pt2"
 _MODEL_DIR = re.compile(r"data/aotinductor/([^/]+)/")
@@ -83,11 +84,10 @@ class CompiledBackend(Backend):
     def from_checkpoint(cls, path: str | Path, cfg: Config | None = None, **kwargs) -> "CompiledBackend":
         """Backend of a training checkpoint (``cfg`` replaces the stored config; the weights must still fit); its
         info carries the checkpoint's dataset metadata."""
-        from ..config import config_to_dict
-        from ..models import load_pose_checkpoint
+        from .pytorch import checkpoint_model
 
-        model, cfg, metadata = load_pose_checkpoint(str(path), cfg)
-        return cls(model, ModelInfo.from_config(cfg, config_to_dict(cfg), metadata), **kwargs)
+        model, info = checkpoint_model(path, cfg)
+        return cls(model, info, **kwargs)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = crops.to(self.device).contiguous(memory_format=torch.channels_last)
@@ -123,9 +123,7 @@ def export_compiled(model: nn.Module, path: str | Path, *, info: ModelInfo, batc
             "input": "RGB crops (B, 3, H, W) float32 in [0, 255], channels_last; heatmaps (B, K, H/4, W/4) float32"}
     configs = {"freezing": True, "max_autotune": bool(max_autotune), "aot_inductor.metadata": meta,
                "aot_inductor.package": True}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + COMPILED_SUFFIX)
-    try:
+    with atomic_path(path) as tmp:
         files = {}
         with torch.no_grad():
             for n in sizes:
@@ -135,9 +133,6 @@ def export_compiled(model: nn.Module, path: str | Path, *, info: ModelInfo, batc
                 program = torch.export.export(net, example)
                 files[f"batch{n}"] = torch._inductor.aot_compile(program.module(), example, options=dict(configs))
         package_aoti(str(tmp), files)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -199,3 +194,26 @@ class AotBackend(Backend):
             outs.append(self.graphs[size](chunk)[:count])
             start += count
         return (outs[0] if len(outs) == 1 else torch.cat(outs)).float()
+
+
+def _load(path: Path, *, kind: str, device: str | torch.device, threads: int | None, cfg: Config | None,
+          **_) -> Backend:
+    if kind == "aoti":  # a package loads without compiling; a checkpoint compiles on its first call
+        return AotBackend(path, threads=threads)
+    from ..utils.runtime import select_device
+
+    device = device if isinstance(device, torch.device) else select_device(device)
+    return CompiledBackend.from_checkpoint(path, cfg, threads=threads, device=device)
+
+
+def _export(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: str | int = "dynamic", **_) -> Path:
+    """tools/export.py's call: ``batch`` "dynamic" compiles graphs for batch sizes 1 and 8, a number for that
+    size only."""
+    return export_compiled(model, path, info=info, batch_sizes=(1, 8) if batch == "dynamic" else (int(batch),))
+
+
+register(Runtime("compiled", reads=("checkpoint", "aoti"), default_for=("aoti",), load=_load,
+                 wrap=lambda model, info, *, threads=None, **_: CompiledBackend(model, info, threads=threads),
+                 export=_export, writes="aoti",
+                 summary="torch.compile of the fused network (a checkpoint compiles at start), or a .pt2 package "
+                         "(compiled once by tools/export.py; loading runs its native code: --trust-code)"))

@@ -22,9 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Backend, ModelInfo
+from ..outputs import atomic_path
+from .base import Backend, ModelInfo, run_fixed_batch
+from .registry import Runtime, register
 
 INPUT_DTYPES = {"float32": torch.float32, "uint8": torch.uint8}
+OPSETS = (13, 20)  # ONNX opsets the exported graph is valid in (13: ReduceSum with axes as an input)
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: str | int = "dynamic",
@@ -34,7 +37,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: s
     folded, DY-ReLU rewritten into fewer passes; a copy, ``model`` is not modified); the same function up to float
     rounding, still standard operators only. The TorchScript-based exporter (``dynamo=False``) is the default: it
     takes seconds where the dynamo exporter takes about a minute on 2 cores, and gives the same operators. The
-    written file is checked (``onnx.checker``) before it replaces ``path``; a failed check leaves no file behind."""
+    written file is checked (``onnx.checker``) before it replaces ``path`` atomically; a failed export or check leaves
+    ``path`` as it was."""
     import onnx
 
     if input_dtype not in INPUT_DTYPES:
@@ -45,9 +49,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: s
     width, height = info.input_size
     n = 2 if dynamic else int(batch)
     dummy = torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8).to(INPUT_DTYPES[input_dtype])
+    if isinstance(opset, bool) or not isinstance(opset, int) or not OPSETS[0] <= opset <= OPSETS[-1]:
+        raise ValueError(f"opset {opset!r} is not supported; choose an ONNX opset from {OPSETS[0]} to {OPSETS[-1]} "
+                         f"(default 17)")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if fuse:
         from ..models.fused import fuse_for_inference
 
@@ -59,7 +64,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: s
             kwargs["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}}
         else:
             kwargs["dynamic_axes"] = {"images": {0: "batch"}, "heatmaps": {0: "batch"}}
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             # The legacy exporter's deprecation notice and the tracer's notes on shape checks (constant at a fixed
             # input size) say nothing actionable here.
@@ -73,9 +78,6 @@ def export_onnx(model: nn.Module, path: str | Path, *, info: ModelInfo, batch: s
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -126,13 +128,8 @@ class OnnxBackend(Backend):
     def run_numpy(self, images: np.ndarray) -> np.ndarray:
         """Crops ``(B, 3, H, W)`` (any numeric dtype, values in [0, 255]) -> heatmaps ``(B, K, h, w)`` float32."""
         images = np.ascontiguousarray(images, dtype=self.input_dtype)
-        if self.batch is None or images.shape[0] == self.batch:
-            return self.session.run(None, {self.input_name: images})[0]
-        if images.shape[0] % self.batch:
-            raise ValueError(f"{self.path.name} was exported with a fixed batch of {self.batch}; pass a multiple "
-                             f"of it or export with --batch dynamic")
-        return np.concatenate([self.session.run(None, {self.input_name: images[i:i + self.batch]})[0]
-                               for i in range(0, images.shape[0], self.batch)])
+        return run_fixed_batch(images, self.batch, lambda x: self.session.run(None, {self.input_name: x})[0],
+                               self.path.name)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run_numpy(crops.detach().cpu().numpy()))
@@ -155,3 +152,12 @@ def node_time_summary(profile_json: str | Path, top: int = 10) -> list[tuple[str
     total = sum(v[0] for v in totals.values()) or 1.0
     ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]
     return [(op, v[0] / total, int(v[1])) for op, v in ranked]
+
+
+register(Runtime("onnxruntime", reads=("onnx",), default_for=("onnx",), requires=("onnxruntime",),
+                 install="pip install onnxruntime (or pip install -e .[onnx])",
+                 load=lambda path, *, threads=None, **_: OnnxBackend(path, threads=threads),
+                 wrap=lambda model, info, *, threads=None, exported, **_: OnnxBackend(exported("onnx"),
+                                                                                      threads=threads),
+                 export=export_onnx, writes="onnx",
+                 summary="ONNX Runtime on the CPU; runs .onnx files written by tools/export.py"))

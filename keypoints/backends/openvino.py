@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Backend, ModelInfo
+from .base import Backend, ModelInfo, run_fixed_batch
+from .onnx import export_onnx
+from .registry import Runtime, register
 
 PRECISIONS = ("f32", "bf16")
 
@@ -73,10 +75,15 @@ class OpenVinoBackend(Backend):
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         images = np.ascontiguousarray(crops.detach().cpu().numpy(), dtype=self.input_dtype)
-        step = self.batch or images.shape[0]
-        if images.shape[0] % step:
-            raise ValueError(f"{self.path.name} was exported with a fixed batch of {step}; pass a multiple of it or "
-                             f"export with --batch dynamic")
-        outs = [np.array(self._request(step).infer({0: images[i:i + step]})[0], dtype=np.float32, copy=True)
-                for i in range(0, images.shape[0], step)]
-        return torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs))
+        out = run_fixed_batch(images, self.batch, lambda x: np.array(self._request(x.shape[0]).infer({0: x})[0],
+                                                                     dtype=np.float32, copy=True), self.path.name)
+        return torch.from_numpy(out)
+
+
+register(Runtime("openvino", reads=("onnx",), requires=("openvino", "onnx"),
+                 install="pip install openvino onnx (or pip install -e .[openvino])",
+                 load=lambda path, *, threads=None, **_: OpenVinoBackend(path, threads=threads),
+                 wrap=lambda model, info, *, threads=None, exported, **_: OpenVinoBackend(exported("onnx"),
+                                                                                          threads=threads),
+                 export=export_onnx, writes="onnx",
+                 summary="OpenVINO on the CPU; runs the same .onnx files (optional package)"))

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import Config
 from .base import Backend, ModelInfo
+from .registry import Runtime, register
 
 
 class TorchBackend(Backend):
@@ -37,11 +38,8 @@ class TorchBackend(Backend):
                         **kwargs) -> "TorchBackend":
         """Backend of a training checkpoint (``cfg`` replaces the stored config; the weights must still fit); its
         info carries the checkpoint's dataset metadata."""
-        from ..models import load_pose_checkpoint
-        from ..config import config_to_dict
-
-        model, cfg, metadata = load_pose_checkpoint(str(path), cfg)
-        return cls(model, ModelInfo.from_config(cfg, config_to_dict(cfg), metadata), device, **kwargs)
+        model, info = checkpoint_model(path, cfg)
+        return cls(model, info, device, **kwargs)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         if self.model.training:  # a model in training hands over to evaluation between epochs
@@ -53,3 +51,37 @@ class TorchBackend(Backend):
             else nullcontext()
         with autocast:
             return self.model(x).float()
+
+
+def checkpoint_model(path: str | Path, cfg: Config | None = None) -> tuple[nn.Module, ModelInfo]:
+    """The eval-mode model of the training checkpoint at ``path`` and its :class:`ModelInfo` (``cfg`` replaces the
+    stored config), for every runtime that runs a checkpoint."""
+    from ..config import config_to_dict
+    from ..models import model_from_checkpoint
+    from ..modelfile import read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    model, cfg = model_from_checkpoint(checkpoint, cfg)
+    return model, ModelInfo.from_config(cfg, config_to_dict(cfg), checkpoint.metadata)
+
+
+def _load(path: Path, *, device: str | torch.device, cfg: Config | None, amp_dtype: torch.dtype | None,
+          **_) -> TorchBackend:
+    from ..utils.runtime import select_device
+
+    device = device if isinstance(device, torch.device) else select_device(device)
+    return TorchBackend.from_checkpoint(path, device, cfg, amp_dtype=amp_dtype)
+
+
+def _wrap(model: nn.Module, info: ModelInfo, *, fused: bool = False, **_) -> TorchBackend:
+    """Eager PyTorch on the CPU of a copy of ``model`` (``fused``: its inference form, keypoints.models.fused)."""
+    import copy
+
+    from ..models.fused import fuse_for_inference
+
+    net = fuse_for_inference(model) if fused else copy.deepcopy(model).eval()
+    return TorchBackend(net, info, "cpu", channels_last=True)
+
+
+register(Runtime("torch", reads=("checkpoint",), default_for=("checkpoint",), load=_load, wrap=_wrap,
+                 summary="PyTorch eager (CPU or CUDA); runs training checkpoints"))

@@ -10,26 +10,25 @@ interleaved in rounds, medians reported). ``tracking`` is the demo without a
 detector (full frame, then boxes from the keypoints; untrained models may score too low to keep a track, hence
 the crops/frame column); ``given`` feeds the true boxes (the work of tracking both people).
 
-Runtimes (:data:`RUNTIMES`): ``eager`` (PyTorch, channels_last), ``eager-fused`` (the same on the fused
-inference form of :mod:`keypoints.models.fused`), ``compiled`` (:mod:`keypoints.backends.compiled`),
-``onnxruntime`` (the exported network, fused graph when the fused form exports; threads not spinning) and
-``openvino`` (the same ONNX file). A runtime whose module is missing reads "not available"; one that fails to
+Runtimes: every runtime of the registry (:mod:`keypoints.backends.registry`, by its name: ``torch``, ``compiled``,
+``onnxruntime``, ``openvino``, ...) through its ``wrap``, plus the row :data:`FUSED` (the torch runtime on the fused
+inference form of :mod:`keypoints.models.fused`); ONNX runtimes share one export (the fused graph when the fused
+form exports). A runtime whose module is missing reads "not available"; one that fails to
 start reads "failed" with the reason; neither stops the run.
 """
 from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..backends import Backend, ModelInfo, TorchBackend
+from ..backends import Backend, ModelInfo, get_runtime, runtime_names
 from ..config import Config
 from ..data.synthetic import synthetic_video_frames, write_synthetic_video
 from ..media import open_source, open_video_writer
@@ -40,14 +39,27 @@ from .models import relu_twin
 from .report import ratio
 from .timing import interleaved_medians, timed
 
-RUNTIMES = ("eager", "eager-fused", "compiled", "onnxruntime", "openvino")
+FUSED = "torch (fused)"  # the torch runtime on the fused inference form (keypoints.models.fused): a row of its own
+
+
+def runtime_rows(names: Sequence[str] | None = None, fused_eager: bool = True) -> tuple[str, ...]:
+    """Row labels of the runtimes ``names`` (registry names, default all, in registry order) with
+    :data:`FUSED` after ``torch`` when ``fused_eager``."""
+    rows: list[str] = []
+    for name in runtime_names():
+        if names is None or name in names:
+            rows += [name] + ([FUSED] if name == "torch" and fused_eager else [])
+    return tuple(rows)
+
+
+RUNTIMES = runtime_rows()
 DEMO_MODES = ("tracking", "given")
 TWIN = " ReLU twin"  # suffix of a twin's model name
 
 
 @dataclass
 class InferenceSettings:
-    runtimes: tuple[str, ...] = RUNTIMES  # subset of RUNTIMES, in this order
+    runtimes: tuple[str, ...] = RUNTIMES  # row labels (runtime_rows): registry names and FUSED
     batches: tuple[int, ...] = (1, 8)  # crops per call
     threads: int = 2  # torch threads and every runtime's intra-op threads
     rounds: int = 10  # timed interleaved rounds (medians are reported)
@@ -97,31 +109,17 @@ def export_for_runtimes(model: nn.Module, info: ModelInfo, path: Path) -> tuple[
 
 def start_backend(runtime: str, model: nn.Module, info: ModelInfo, *, threads: int,
                   onnx_file: Callable[[], tuple[Path, str]]) -> tuple[Backend, str]:
-    """(backend of ``model`` on ``runtime``, a note such as which ONNX graph runs). ``onnx_file()`` gives the
-    exported file (once per model: onnxruntime and openvino share it). ImportError: the runtime's module is not
-    there."""
-    if runtime == "eager":
-        return TorchBackend(copy.deepcopy(model).eval(), info, "cpu", channels_last=True), ""
-    if runtime == "eager-fused":
-        return TorchBackend(fused_model(model), info, "cpu", channels_last=True), ""
-    if runtime == "compiled":
-        from ..backends.compiled import CompiledBackend
-
-        return CompiledBackend(model, info, threads=threads), ""  # compiles a fused copy on the first call
-    if runtime == "onnxruntime":
-        from ..backends.onnx import OnnxBackend
-
-        path, graph = onnx_file()
-        return OnnxBackend(path, threads=threads), graph
-    if runtime == "openvino":
-        from ..backends.openvino import OpenVinoBackend
-
-        if importlib.util.find_spec("openvino") is None:  # the backend module is there, the package may not be
-            raise ImportError("No module named 'openvino'")
-
-        path, graph = onnx_file()
-        return OpenVinoBackend(path, threads=threads), graph
-    raise ValueError(f"runtime {runtime!r} is not valid; choose from {', '.join(RUNTIMES)}")
+    """(backend of ``model`` on the runtime of row ``runtime``, a note such as which ONNX graph runs), through the
+    registry's ``wrap``. ``onnx_file()`` gives the exported file (once per model: onnxruntime and openvino share
+    it). ImportError: the runtime's package is not there."""
+    name, fused = ("torch", True) if runtime == FUSED else (runtime, False)
+    rt = get_runtime(name)
+    if rt.wrap is None:
+        raise ValueError(f"runtime {name!r} cannot run a live model")
+    if not rt.available():
+        raise ImportError(f"No module named {', '.join(rt.requires)!r}")
+    note = onnx_file()[1] if "onnx" in rt.reads else ""
+    return rt.wrap(model, info, threads=threads, exported=lambda kind: onnx_file()[0], fused=fused), note
 
 
 def random_crops(info: ModelInfo, batch: int, seed: int = 0) -> torch.Tensor:

@@ -4,8 +4,8 @@ Sections (``--sections``, default all; the code is in ``keypoints/benchmark/``, 
   models       params, MACs, CPU latency (batch 1 and 32), training throughput and memory of each config, as
                ratios to its ReLU-without-SE twin (memory: CUDA peak, or on the CPU the bytes saved for backward)
   dyrelu       the DY-ReLU-C deconv model trained with each elementwise implementation beside its ReLU twin
-  inference    DY-ReLU-C Large and Small against their ReLU twins on every runtime (PyTorch eager, eager on the
-               fused model, compiled, ONNX Runtime, OpenVINO): ms per crop at batch 1 and 8 with the ratio, first
+  inference    DY-ReLU-C Large and Small against their ReLU twins on every runtime of the registry (torch, torch on the
+               fused model, compiled, onnxruntime, openvino): ms per crop at batch 1 and 8 with the ratio, first
                start seconds, and demo FPS (640x480 video, 2 people, tracking; read, predict, draw, write mp4)
   loader       training data loader on real COCO images: per-stage ms, items/s per worker count, data wait
   postprocess  flip-back, decoding, rescoring and OKS-NMS per 1,000 crops against the forward pass
@@ -13,7 +13,7 @@ Sections (``--sections``, default all; the code is in ``keypoints/benchmark/``, 
     python tools/benchmark.py --markdown                         # everything (~20 min on 2 cores)
     python tools/benchmark.py --quick                            # smoke run at small sizes
     python tools/benchmark.py --sections inference --profile     # + ONNX Runtime time per operator type
-    python tools/benchmark.py --sections inference --runtimes eager onnxruntime --inference-batches 1 8
+    python tools/benchmark.py --sections inference --runtimes torch onnxruntime --inference-batches 1 8
     python tools/benchmark.py --sections loader --loader-config configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml
     python tools/benchmark.py --sections postprocess --json outputs/bench.json
     # on a GPU (the DY-ReLU issue's setting: bs 256, 256x192, bf16 autocast, channels_last)
@@ -35,6 +35,7 @@ from keypoints.benchmark import inference as bench_inference
 from keypoints.benchmark.loader import loader_lines, measure_loader
 from keypoints.benchmark.postprocess import measure_postprocess, postprocess_lines
 from keypoints.benchmark.report import load_average
+from keypoints.backends import runtime_names
 from keypoints.config import load_config
 from keypoints.utils.cli import run_cli
 
@@ -76,7 +77,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("inference (--quick: batches 1 and 2, 2 rounds, 8 video frames, 1 demo round)")
     g.add_argument("--inference-configs", nargs="+", default=list(INFERENCE_CONFIGS),
                    help="DY-ReLU-C configs, each timed against its ReLU twin; the first one is the targets' model")
-    g.add_argument("--runtimes", nargs="+", default=list(bench_inference.RUNTIMES), choices=bench_inference.RUNTIMES)
+    g.add_argument("--runtimes", nargs="+", default=runtime_names(), choices=runtime_names(),
+                   help="runtimes (registry names); torch adds a row for the fused inference form unless "
+                        "--no-fused-eager")
+    g.add_argument("--no-fused-eager", action="store_true", help="no 'torch (fused)' row")
     g.add_argument("--inference-batches", type=int, nargs="+", default=None, help="crops per call (default 1 8)")
     g.add_argument("--frames", type=int, default=None, help="frames of the demo video (default 60; 0: no demo)")
     g.add_argument("--demo-rounds", type=int, default=None, help="interleaved rounds of the demo loops (default 3)")
@@ -133,7 +137,7 @@ def models_sections(args: argparse.Namespace, results: dict) -> None:
 def inference_section(args: argparse.Namespace, results: dict) -> None:
     bi = bench_inference
     settings = bi.InferenceSettings(
-        runtimes=tuple(r for r in bi.RUNTIMES if r in args.runtimes), threads=args.threads,
+        runtimes=bi.runtime_rows(args.runtimes, not args.no_fused_eager), threads=args.threads,
         batches=tuple(args.inference_batches or ((1, 2) if args.quick else (1, 8))),
         rounds=args.repeats or (2 if args.quick else 10), demo_rounds=args.demo_rounds or (1 if args.quick else 3),
         frames=args.frames if args.frames is not None else (8 if args.quick else 60),

@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
-                   help="checkpoint from tools/train.py, or an .onnx file from tools/export.py")
+                   help="checkpoint from tools/train.py, or an .onnx / .pt2 file from tools/export.py")
     p.add_argument("--input", required=True, help="image, folder of images, video file or camera index (0, 1, ...)")
     p.add_argument("--output", default="outputs/demo", help="output folder (images) or .mp4 file (video, camera)")
     p.add_argument("--show", action="store_true", help="also show a window (only where a display exists)")
@@ -69,8 +69,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "an ssdlite320_mobilenet_v3_large file)")
     p.add_argument("--redetect-every", type=int, default=10, help="frames between detector runs (tracking between)")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS),
-                   help="runtime of the model (auto: by the file, .onnx -> onnxruntime, else torch)")
-    p.add_argument("--onnx", help="ONNX model for --backend onnxruntime with a .pth --checkpoint")
+                   help="runtime of the model (auto: by the file's content: checkpoint -> torch, ONNX -> onnxruntime, "
+                        ".pt2 package -> compiled)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow loading a model file that holds native code (an AOTInductor .pt2 package runs it)")
     p.add_argument("--exif", action="store_true", help="apply images' EXIF orientation (phone photos without boxes)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch backend device")
     p.add_argument("--threads", type=int, help="PyTorch and ONNX Runtime threads (default: every core)")
@@ -148,7 +150,8 @@ def main(args: argparse.Namespace) -> dict:
     single_image = source.kind == "images" and out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1
     check_writable(out, "--output", folder=source.kind == "images" and not single_image)
     device = select_device(args.device)
-    backend = load_backend(args.checkpoint, args.backend, device=device, threads=args.threads, onnx_path=args.onnx)
+    backend = load_backend(args.checkpoint, args.backend, trust_code=args.trust_code, device=device,
+                           threads=args.threads)
     meta = backend.info.metadata
     given = load_given_boxes(args, meta.category_id) if args.boxes_from else None
     names = image_id_lookup(args, given) if given is not None else None

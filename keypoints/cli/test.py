@@ -27,7 +27,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from keypoints.backends import BACKENDS, TorchBackend, backend_for, load_backend
+from keypoints.backends import BACKENDS, TorchBackend, load_backend
+from keypoints.modelfile import identify
 from keypoints.config import apply_overrides, config_from_dict, load_config
 from keypoints.constants import COCO_STAT_NAMES
 from keypoints.coco_files import load_coco
@@ -49,7 +50,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config; default: the config stored in the model file")
     p.add_argument("--checkpoint", help="model file: a checkpoint written by tools/train.py, or an exported model")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS),
-                   help="runtime of the model (auto: by the file, .onnx -> onnxruntime, else torch)")
+                   help="runtime of the model (auto: by the file's content: checkpoint -> torch, ONNX -> onnxruntime, "
+                        ".pt2 package -> compiled)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow loading a model file that holds native code (an AOTInductor .pt2 package runs it)")
     p.add_argument("--data-root", help="dataset root (sets data.root)")
     p.add_argument("--boxes", help="'gt' or a detections JSON (sets test.boxes)")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (sets test.flip=false)")
@@ -112,8 +116,8 @@ def main(args: argparse.Namespace) -> dict:
         overrides.append("test.flip=false")
     cfg = load_config(args.config, overrides) if args.config else None
     device = select_device(args.device, local_rank)
-    backend = load_backend(args.checkpoint, args.backend, device=device, threads=args.threads,
-                           cfg=cfg if backend_for(args.checkpoint) == "torch" else None)
+    backend = load_backend(args.checkpoint, args.backend, trust_code=args.trust_code, device=device,
+                           threads=args.threads, cfg=cfg if identify(args.checkpoint) == "checkpoint" else None)
     if cfg is None:
         cfg = config_from_dict(apply_overrides(backend.info.config or {}, overrides))
     if isinstance(backend, TorchBackend):

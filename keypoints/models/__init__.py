@@ -6,9 +6,9 @@ import logging
 
 from torch import nn
 
-from ..config import Config, ModelConfig, config_from_dict
+from ..config import Config, ModelConfig
 from ..metadata import DatasetMeta
-from ..utils.checkpoint import load_checkpoint, load_model_state
+from ..modelfile import Checkpoint, load_weights, read_checkpoint
 from .dyrelu import DyReLU
 from .fused import fuse_for_inference
 from .heads import DeconvHead, LightHead
@@ -54,33 +54,29 @@ def build_model(cfg: ModelConfig, num_keypoints: int | None = None) -> TopDownPo
     return model
 
 
-def checkpoint_metadata(state: dict, source: str = "checkpoint") -> DatasetMeta:
-    """The dataset metadata a checkpoint carries (``state["metadata"]``); checkpoints written before it was stored
-    hold COCO person models."""
-    if state.get("metadata") is None:
-        return DatasetMeta.coco_person()
-    return DatasetMeta.from_dict(state["metadata"], source)
+def model_from_checkpoint(checkpoint: Checkpoint, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config]:
+    """The eval-mode model (CPU) of a :class:`~keypoints.modelfile.Checkpoint` and the config it was built with
+    (``cfg`` replaces the stored one; the weights must still fit, strictly). The heatmap count is the metadata's."""
+    cfg = cfg if cfg is not None else checkpoint.cfg
+    model = build_model(cfg.model, checkpoint.metadata.num_keypoints)
+    load_weights(model, checkpoint.weights, checkpoint.source or "checkpoint",
+                 hint="use the config the checkpoint was trained with")
+    return model.eval(), cfg
 
 
-def load_pose_checkpoint(checkpoint: str, cfg: Config | None = None
-                         ) -> tuple[TopDownPoseModel, Config, DatasetMeta]:
-    """Model, config and dataset metadata from a training checkpoint (CPU, eval mode). ``cfg`` replaces the stored
-    config; the weights must then still fit (strict, with a one-line message naming the first mismatches). The
-    heatmap count is the metadata's."""
-    state = load_checkpoint(checkpoint)
-    cfg = cfg if cfg is not None else config_from_dict(state["config"])
-    metadata = checkpoint_metadata(state, f"checkpoint {checkpoint}")
-    model = build_model(cfg.model, metadata.num_keypoints)
-    load_model_state(model, state["model"], f"checkpoint {checkpoint}")
-    return model.eval(), cfg, metadata
+def load_pose_checkpoint(path: str, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config, DatasetMeta]:
+    """Model, config and dataset metadata of the training checkpoint at ``path`` (see :func:`model_from_checkpoint`)."""
+    checkpoint = read_checkpoint(path)
+    model, cfg = model_from_checkpoint(checkpoint, cfg)
+    return model, cfg, checkpoint.metadata
 
 
-def load_pose_model(checkpoint: str, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config]:
-    """Model and config from a training checkpoint (see :func:`load_pose_checkpoint`)."""
-    model, cfg, _ = load_pose_checkpoint(checkpoint, cfg)
+def load_pose_model(path: str, cfg: Config | None = None) -> tuple[TopDownPoseModel, Config]:
+    """Model and config of the training checkpoint at ``path`` (see :func:`model_from_checkpoint`)."""
+    model, cfg, _ = load_pose_checkpoint(path, cfg)
     return model, cfg
 
 
-__all__ = ["build_model", "load_pose_model", "load_pose_checkpoint", "checkpoint_metadata", "DyReLU", "MobileNetV3",
+__all__ = ["build_model", "load_pose_model", "load_pose_checkpoint", "model_from_checkpoint", "DyReLU", "MobileNetV3",
            "mobilenet_v3_large", "mobilenet_v3_small", "TopDownPoseModel",
            "DeconvHead", "LightHead", "get_act_layer", "ACTIVATIONS", "HEADS", "fuse_for_inference"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..modelfile import load_weights, read_state_dict, strip_prefixes
 from .dyrelu import DyReLU
 
 # Published ImageNet weights (torchvision's IMAGENET1K_V1 first, then V2) by their cache file names.
@@ -60,41 +61,19 @@ def _dyrelu_prefixes(module: nn.Module) -> tuple[str, ...]:
     return tuple(name + "." for name, m in module.named_modules() if isinstance(m, DyReLU))
 
 
-def load_backbone_weights(backbone: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:
+def load_backbone_weights(backbone: nn.Module, state_dict: dict[str, torch.Tensor],
+                          source: str = "pretrained weights") -> LoadReport:
     """Copy torchvision ``features.*`` tensors into ``backbone`` (a MobileNetV3); strict except as documented."""
-    if not isinstance(state_dict, dict) or not state_dict:
-        raise ValueError("pretrained weights must be a non-empty state dict (name -> tensor)")
-    state_dict = state_dict.get("state_dict", state_dict)
-    own = backbone.state_dict()
+    state_dict = strip_prefixes(state_dict, ("module.", "backbone."))
     act_prefixes = _dyrelu_prefixes(backbone)
-    report = LoadReport()
-    incoming: dict[str, torch.Tensor] = {}
-    problems: list[str] = []
-    for key, tensor in state_dict.items():
-        key = key.removeprefix("module.").removeprefix("backbone.")
-        if key in own:
-            if tuple(own[key].shape) != tuple(tensor.shape):
-                problems.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(own[key].shape)}")
-            incoming[key] = tensor
-        elif key.startswith("classifier.") or ".fc1." in key or ".fc2." in key:
-            report.skipped.append(key)
-        else:
-            problems.append(f"{key}: not in the model")
-    missing = [k for k in own if k not in incoming and not k.startswith(act_prefixes)]
-    problems += [f"{k}: missing from the checkpoint" for k in missing]
-    if problems:
-        raise ValueError(f"pretrained weights do not fit the backbone ({len(problems)} problems, first: {problems[0]}); "
-                         f"check model.backbone and model.width_mult against the checkpoint")
-    backbone.load_state_dict(incoming, strict=False)
-    report.loaded = sorted(incoming)
-    report.initialized = [k for k in own if k not in incoming]
-    return report
+    report = load_weights(backbone, state_dict, source,
+                          skip=lambda k: k.startswith("classifier.") or ".fc1." in k or ".fc2." in k,
+                          keep=lambda k: k.startswith(act_prefixes),
+                          hint="check model.backbone and model.width_mult against the weights file")
+    return LoadReport(loaded=report.loaded, skipped=report.skipped, initialized=report.kept)
 
 
 def load_pretrained_backbone(backbone: nn.Module, spec: str, backbone_name: str) -> LoadReport:
     path = resolve_pretrained(spec, backbone_name)
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling error means the same to the user
-        raise ValueError(f"model.pretrained: cannot read {path} as a torch state dict ({type(e).__name__}: {e})") from None
-    return load_backbone_weights(backbone, state_dict)
+    return load_backbone_weights(backbone, read_state_dict(path, "model.pretrained weights file"),
+                                 f"model.pretrained {path}")

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from ..outputs import write_text
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,14 +36,11 @@ class MetricWriter:
     ``resume_epoch``: epochs already completed by the run being continued. Their rows of an existing
     ``metrics.csv`` are kept and later ones dropped (they belong to epochs that will run again), and
     TensorBoard events from step ``resume_epoch + 1`` on are purged. 0 (a new run) starts an empty table.
-    The CSV is rewritten through ``metrics.tmp`` and a rename, so it is never half-written; a ``metrics.tmp``
-    left by a killed process is removed here.
+    The CSV is rewritten atomically (:func:`keypoints.outputs.write_text`), so it is never half-written.
     """
 
     def __init__(self, output_dir: str | Path, tensorboard: bool = True, resume_epoch: int = 0) -> None:
         self.path = Path(output_dir) / "metrics.csv"
-        self.tmp = self.path.with_suffix(".tmp")
-        self.tmp.unlink(missing_ok=True)
         self.rows: list[dict[str, Any]] = []
         if resume_epoch > 0 and self.path.is_file():
             with self.path.open() as f:
@@ -57,15 +57,11 @@ class MetricWriter:
     def write(self, epoch: int, metrics: dict[str, float]) -> None:
         self.rows = [r for r in self.rows if int(float(r["epoch"])) != epoch] + [{"epoch": epoch, **metrics}]
         columns = ["epoch"] + sorted({k for r in self.rows for k in r if k != "epoch"})
-        try:
-            with self.tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(self.rows)
-            self.tmp.replace(self.path)
-        except BaseException:
-            self.tmp.unlink(missing_ok=True)
-            raise
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.path, text.getvalue())
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, epoch)

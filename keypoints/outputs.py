@@ -1,0 +1,200 @@
+"""The output policy: how every file the project writes is written, and which paths it may write to.
+
+Rules (one place, used by every tool):
+
+1. **Atomic**: a file is written to a temporary sibling (``<name>.<random>.partial<suffix>``, same folder, same
+   suffix so suffix-sensitive writers such as OpenCV and AOTInductor accept it) and renamed over the target only
+   when complete (:func:`atomic_path`, :func:`write_text`, :func:`write_json`). An error or Ctrl-C before that
+   leaves the previous file untouched and removes the temporary one; a process killed outright can leave a
+   ``.partial`` file, which :func:`remove_partials` deletes when the next run starts.
+2. **Never an input**: an output may not be, or (for folders) contain, an input of the same command
+   (:func:`check_output` with ``inputs``): same path, same file through a link, or an input inside an output
+   folder.
+3. **Never another kind**: an existing file is replaced only by a file of the same kind (a results JSON never
+   replaces a checkpoint, an ONNX export never replaces a JSON); the kind is read from the content.
+4. **Replaced only when asked**: an existing output of the same kind is replaced only with ``overwrite=True``
+   (``--overwrite`` in the tools).
+5. **Names from data stay inside**: a file or run name taken from data (an image name, a sweep's run name) must be
+   one plain path component (:func:`child_path`): no ``..``, no separators, not absolute.
+
+Violations raise a one-line ``ValueError`` naming the flag and what to do, before any work is done.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+__all__ = ["atomic_path", "write_text", "write_json", "check_output", "child_path", "remove_partials",
+           "content_kind", "same_file", "PARTIAL"]
+
+PARTIAL = ".partial"  # marks temporary files of atomic writes
+
+
+def _partial_name(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.{secrets.token_hex(4)}{PARTIAL}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix) to write the file to; on a normal exit it replaces
+    ``path`` (``os.replace``: atomic on one file system), on an exception (Ctrl-C included) it is deleted and
+    ``path`` keeps its previous content. The caller's writer may create the temporary file or not (nothing written:
+    ``path`` is left as it was)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial_name(path)
+    try:
+        yield tmp
+        if tmp.exists():
+            with contextlib.suppress(OSError):  # flush the data before the rename makes it visible
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (NaN/infinity refused: they are not JSON)."""
+    return write_text(path, json.dumps(data, indent=indent, allow_nan=False))
+
+
+def remove_partials(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of interrupted atomic writes (``*.partial*``) directly in ``folder``; returns
+    them. Call it before a run writes into a folder it owns."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(f"*{PARTIAL}*"):
+            stem = tmp.name.split(PARTIAL)[0]
+            if tmp.is_file() and len(stem.rsplit(".", 1)) == 2 and len(stem.rsplit(".", 1)[1]) == 8:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
+# ----------------------------------------------------------------------------- what a file is
+
+
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def content_kind(path: str | Path) -> str:
+    """What an existing file holds, read from its first bytes (and, for model files, from
+    :func:`keypoints.modelfile.identify`): ``checkpoint`` (any PyTorch file), ``onnx``, ``aoti``, ``json``,
+    ``image``, ``video``, ``text``, ``empty`` or ``binary``; ``folder`` for a directory."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "empty"
+    from .modelfile import sniff
+
+    kind = sniff(path)
+    if kind is not None:
+        return kind
+    if head.startswith(_IMAGE_MAGIC) and not (head.startswith(b"RIFF") and head[8:12] == b"AVI "):
+        return "image"
+    if head[4:8] == b"ftyp" or head.startswith(b"\x1a\x45\xdf\xa3") or head[8:12] == b"AVI ":
+        return "video"
+    stripped = head.lstrip()
+    try:
+        stripped.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary"
+    return "json" if stripped[:1] in (b"{", b"[") else "text"
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two existing paths are the same file (links and different spellings included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    inner, outer = inner.resolve(), outer.resolve()
+    return inner == outer or outer in inner.parents
+
+
+def check_output(path: str | Path, *, flag: str, kind: str, inputs: Iterable[str | Path | None] = (),
+                 overwrite: bool = False, folder: bool = False) -> Path:
+    """Check an output path against the rules of this module before any work; returns it as a ``Path``.
+
+    ``kind``: what will be written (``json``, ``image``, ``video``, ``onnx``, ``aoti``, ``checkpoint``, ``text``,
+    ``csv``, ...; ``folder`` with ``folder=True``); ``inputs``: the command's input files and folders (None entries
+    are skipped). A folder output may exist (files go into it); its own files follow the rules when written.
+    Raises a one-line ``ValueError`` naming ``flag``.
+    """
+    path = Path(path)
+    for given in inputs:
+        if given is None or str(given).isdigit() and not Path(str(given)).exists():  # camera index, not a path
+            continue
+        given = Path(given)
+        if not given.exists():
+            continue
+        if path.exists() and same_file(path, given):
+            raise ValueError(f"{flag} {path} is an input of this command ({given}); writing it would destroy the "
+                             f"input: choose another output path")
+        if folder and _inside(given, path) and given.is_file():
+            raise ValueError(f"{flag} folder {path} holds the input {given}; files written there could replace "
+                             f"inputs: choose another output folder")
+        if folder and given.is_dir() and _inside(given, path):
+            raise ValueError(f"{flag} folder {path} holds the input folder {given}; choose another output folder")
+        if folder and given.is_dir() and path.resolve() == given.resolve():
+            raise ValueError(f"{flag} {path} is the input folder; choose another output folder")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{flag} {path} is under the file {parent}; choose a path in a folder")
+        if parent.exists():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"cannot write {flag} {path}: folder {parent} is not writable")
+            break
+    if not path.exists():
+        return path
+    existing = content_kind(path)
+    if folder:
+        if existing != "folder":
+            raise ValueError(f"{flag} {path} is an existing {existing} file; pass a folder path")
+        return path
+    if existing == "folder":
+        raise ValueError(f"{flag} {path} is a folder; pass a file name")
+    if existing not in (kind, "empty") and not (kind in ("text", "csv") and existing in ("text", "json")):
+        raise ValueError(f"{flag} {path} is an existing {existing} file; this command writes {kind} there and "
+                         f"never replaces a file of another kind: choose another path")
+    if not overwrite:
+        raise ValueError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another path")
+    return path
+
+
+def child_path(folder: str | Path, name: str, what: str = "name") -> Path:
+    """``folder / name`` for a ``name`` that comes from data (an image file name, a run name); a one-line
+    ``ValueError`` unless it is one plain path component, so nothing is written outside ``folder``."""
+    text = str(name)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text
+            or Path(text).is_absolute() or Path(text).name != text):
+        raise ValueError(f"{what} {text!r} is not a plain file or folder name (no '..', no separators); it would "
+                         f"be written outside {folder}")
+    return Path(folder) / text
