@@ -20,6 +20,12 @@ checkpoint). ``config.yaml`` is rewritten only for allowed changes, and the log 
 **Fine-tuning.** ``init_from`` (``--init-from`` / ``train.init_from``) starts a new run from another checkpoint's
 weights (:mod:`keypoints.finetune`), epoch 0, fresh optimiser.
 
+**Short runs.** Before each evaluation of a run that lasts fewer than 50 BatchNorm time constants (fine-tuning, tiny
+datasets; ``train.bn_recalibration=auto``), the BatchNorm statistics are re-estimated on training batches
+(:mod:`keypoints.bn_stats`): their running averages would otherwise still hold the initial values. A dataset with
+fewer instances than a batch trains with the batch clipped to it (warned). Keypoints the training set never labels
+are recorded in the checkpoint's metadata (warned; drawing leaves them out).
+
 Each epoch writes ``last.pth`` (and ``best.pth`` when the validation AP improves) atomically in the checkpoint
 format of :mod:`keypoints.modelfile`, a row of ``metrics.csv`` and TensorBoard scalars; at the end ``curves.png``.
 """
@@ -41,7 +47,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .backends import ModelInfo, TorchBackend
 from .config import Config, apply_overrides, config_from_dict, config_to_dict, load_config, read_config_data
-from .data import build_dataloader, build_dataset
+from .bn_stats import recalibrate_batchnorm, recalibration_enabled, smallest_bn_momentum
+from .data import build_dataloader, build_dataset, record_unlabelled
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from .evaluation import RESULTS_FILENAME, CocoKeypointEvaluator
 from .finetune import init_from_checkpoint
@@ -329,7 +336,9 @@ def _train(request: TrainRequest, out: Path, overrides: list[str]) -> dict[str, 
     logger.info("device %s, world size %d, amp %s, output %s", device, world, amp_dtype, out)
 
     train_set = build_dataset(cfg, "train")
-    metadata = train_set.metadata  # the keypoints of the training file's category (+ config), for every step below
+    # the keypoints of the training file's categories (+ config, + those the training set never labels), for every
+    # step below and for the checkpoints
+    metadata = record_unlabelled(cfg, train_set)
     cfg = _fit_to_dataset(cfg, metadata, explicit_k)
     val_set = build_dataset(cfg, "val", metadata=metadata)
     fingerprints = data_fingerprints(cfg)
@@ -366,6 +375,12 @@ def _train(request: TrainRequest, out: Path, overrides: list[str]) -> dict[str, 
         min(len(train_loader), cfg.train.max_iters_per_epoch)
     scheduler = build_scheduler(optimizer, cfg.train, iters_per_epoch)
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    recalibrate = recalibration_enabled(cfg.train.bn_recalibration, total_iterations=cfg.train.epochs * iters_per_epoch,
+                                        model=model)
+    if recalibrate:
+        logger.info("BatchNorm statistics are re-estimated on up to %d training batches before each evaluation "
+                    "(train.bn_recalibration=%s: %d iterations x BN momentum %.3g)", cfg.train.bn_recalibration_batches,
+                    cfg.train.bn_recalibration, cfg.train.epochs * iters_per_epoch, smallest_bn_momentum(model) or 0)
     start_epoch, best_ap = 0, -1.0
     if resume is not None:
         load_weights(model, resume.weights, f"checkpoint {resume_path}")
@@ -393,7 +408,7 @@ def _train(request: TrainRequest, out: Path, overrides: list[str]) -> dict[str, 
     evaluator = CocoKeypointEvaluator(val_set.ann_file, output_dir=out, box_source=val_set.box_source,
                                       oks_nms_thr=cfg.test.oks_nms_thr, soft_nms=cfg.test.soft_nms,
                                       kpt_score_thr=cfg.test.kpt_score_thr, sigmas=metadata.sigmas,
-                                      category_id=metadata.category_id)
+                                      category_id=metadata.category_ids)
     writer = MetricWriter(out, resume_epoch=start_epoch) if dist.is_main_process() else None
     if start_epoch >= cfg.train.epochs:
         logger.info("the run has already completed %d of %d epochs; nothing to train (raise the epochs with --epochs "
@@ -418,6 +433,10 @@ def _train(request: TrainRequest, out: Path, overrides: list[str]) -> dict[str, 
             raise
         metrics = dict(stats)
         if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == cfg.train.epochs:
+            if recalibrate:
+                recalibrate_batchnorm(raw_model, train_loader, num_batches=min(cfg.train.bn_recalibration_batches,
+                                                                               iters_per_epoch),
+                                      device=device, channels_last=cfg.train.channels_last, amp_dtype=amp_dtype)
             metrics.update(evaluate(inference, val_loader, evaluator, loss_fn=loss_fn, progress=request.progress))
         if dist.is_main_process():
             is_best = "AP" in metrics and metrics["AP"] > best_ap

@@ -127,7 +127,7 @@ def coco_ap(backend, cfg, root: Path, data_overrides: dict) -> tuple[dict, np.nd
     loader = build_dataloader(dataset, cfg, train=False)
     evaluator = CocoKeypointEvaluator(dataset.ann_file, box_source="ground-truth boxes",
                                       oks_nms_thr=cfg.test.oks_nms_thr, kpt_score_thr=cfg.test.kpt_score_thr,
-                                      sigmas=meta.sigmas, category_id=meta.category_id)
+                                      sigmas=meta.sigmas, category_id=meta.category_ids)
     metrics = evaluate(TopDownInference.from_config(backend, cfg), loader, evaluator, progress=False)
     return metrics, evaluator.predictions()["keypoints"]
 
