@@ -2,7 +2,9 @@
 
 The dataclasses below are the single source of defaults. A YAML file in
 ``configs/`` holds only the fields it changes (optionally on top of another
-file named by ``_base_``, a path relative to the YAML file). Unknown keys and
+file named by ``_base_``: a path relative to the YAML file, else to the
+project's ``configs/`` folder, else the one file of that name below
+``configs/``, so a config copied anywhere still loads). Unknown keys and
 values of the wrong type fail at once with a ``ValueError`` naming the valid
 keys. Only the builders (``build_model``, ``build_dataset``, ...) read a
 ``Config``; every module below them takes explicit keyword arguments.
@@ -72,7 +74,9 @@ class DataConfig:
     workers: int = 4  # DataLoader worker processes per process
     bad_images: str = "skip"  # missing or corrupt image files: skip (counted and logged) | error
     # What the annotation file's category (keypoint names, skeleton) cannot say; see keypoints/metadata.py.
-    category_id: int = 0  # COCO category to train on; 0: the file's only category with keypoints
+    category_id: int | str | tuple[int, ...] = 0  # COCO categories to train on: 0: the file's only category with
+    #       keypoints; an id; a list of ids, or "all" (every category with keypoints): categories naming the same
+    #       keypoints trained and evaluated as one set (per-category AP averaged by pycocotools), e.g. one per species
     flip_pairs: tuple[tuple[int | str, int | str], ...] | None = None  # left/right pairs (names or 0-based
     #                       indices); null: inferred from left/right words in the names; []: nothing swaps on a flip
     oks_sigmas: tuple[float, ...] = ()  # OKS sigma per keypoint; empty: COCO's for person, else default_sigma
@@ -127,6 +131,10 @@ class TrainConfig:
     ohkm_topk: int = 8  # joints kept per sample by OHKM
     log_interval: int = 50  # iterations between log lines
     max_iters_per_epoch: int = 0  # cap iterations per epoch (quick runs, tests); 0 means the whole epoch
+    bn_recalibration: str = "auto"  # BatchNorm statistics re-estimated on training batches before each evaluation
+    #   (keypoints/bn_stats.py): always | never | auto: when epochs x iterations per epoch x the smallest BN momentum
+    #   < 50, i.e. the run lasts fewer than 50 BN time constants (short and fine-tuning runs; not the COCO recipe)
+    bn_recalibration_batches: int = 50  # training batches forwarded per recalibration (fewer when an epoch is shorter)
     init_from: str = ""  # fine-tuning: model file (checkpoint) whose weights start the run (heatmaps matched by
     #                     keypoint name; optimiser state not carried); "": none. tools/train.py --init-from sets it
 
@@ -145,12 +153,27 @@ class TestConfig:
 
 
 @dataclass
+class VideoConfig:
+    """Video and webcam streams only (the demo, PoseEstimator(tracking=True)); never images or evaluation. The
+    One-Euro defaults were chosen on a generated clip other than the one docs/video.md reports."""
+
+    smoothing: str = "one-euro"  # none | one-euro: keypoint smoothing per tracked person (keypoints/smoothing.py)
+    min_cutoff: float = 0.5  # One-Euro minimum cutoff in Hz: lower is smoother on a still person, with more lag
+    beta: float = 0.03  # One-Euro speed coefficient in 1/pixel: the cutoff grows by beta Hz per px/s of speed
+    d_cutoff: float = 1.0  # cutoff of the One-Euro speed estimate in Hz
+    kpt_thr: float = 0.1  # joints scoring below this count as missing: passed unsmoothed, filter restarted, not matched
+    track_thr: float = 0.3  # smallest OKS between a person and a track's predicted pose that continues the track
+    max_missed: int = 10  # frames a track survives unmatched before its id is retired
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -243,7 +266,6 @@ def config_to_dict(cfg: Any) -> dict:
 # Value ranges checked when a config is built: (section.key, lowest allowed, highest allowed or None, what it is).
 RANGES = (
     ("model.width_mult", 1e-6, None, "a positive multiplier"), ("model.num_keypoints", 1, None, "at least 1"),
-    ("data.category_id", 0, None, "0 (the file's keypoint category) or a category id"),
     ("data.default_sigma", 1e-6, None, "a positive OKS sigma"), ("model.light_expansion", 1, None, "at least 1"),
     ("model.bn_momentum", 0.0, 1.0, "0 (defaults) or a momentum in (0, 1]"),
     ("model.dyrelu.reduction", 1, None, "at least 1"), ("model.dyrelu.k", 1, None, "at least 1"),
@@ -259,8 +281,12 @@ RANGES = (
     ("train.grad_clip", 0.0, None, "0 (off) or more"), ("train.val_interval", 1, None, "at least 1 epoch"),
     ("train.log_interval", 1, None, "at least 1 iteration"), ("train.max_iters_per_epoch", 0, None, "0 or more"),
     ("train.ohkm_topk", 1, None, "at least 1"), ("test.batch_size", 1, None, "at least 1"),
+    ("train.bn_recalibration_batches", 1, None, "at least 1 batch"),
     ("test.det_score_thr", 0.0, None, "0 or more"), ("test.kpt_score_thr", 0.0, None, "0 or more"),
     ("test.oks_nms_thr", 0.0, 1.0, "an OKS in [0, 1]"),
+    ("video.min_cutoff", 1e-6, None, "a positive frequency (Hz)"), ("video.beta", 0.0, None, "0 or more (1/pixel)"),
+    ("video.d_cutoff", 1e-6, None, "a positive frequency (Hz)"), ("video.kpt_thr", 0.0, 1.0, "a score in [0, 1]"),
+    ("video.track_thr", 0.0, 1.0, "an OKS in [0, 1]"), ("video.max_missed", 0, None, "0 or more frames"),
 )
 
 
@@ -276,6 +302,14 @@ def check_ranges(cfg: Config) -> Config:
         size = getattr(cfg.data, key)
         if min(size) <= 0:
             raise ValueError(f"config key 'data.{key}' is {list(size)}; it must be a positive [width, height]")
+    cat = cfg.data.category_id
+    if (isinstance(cat, str) and cat != "all") or (isinstance(cat, int) and cat < 0) or \
+            (isinstance(cat, tuple) and (not cat or min(cat) < 0 or len(set(cat)) != len(cat))):
+        raise ValueError(f"config key 'data.category_id' is {cat!r}; it must be 0 (the file's keypoint category), a "
+                         f"category id, a list of distinct ids or \"all\"")
+    if cfg.train.bn_recalibration not in ("auto", "always", "never"):
+        raise ValueError(f"config key 'train.bn_recalibration' is {cfg.train.bn_recalibration!r}; choose one of "
+                         f"auto, always, never")
     lo, hi = cfg.aug.scale_range
     if not 0 < lo <= hi:
         raise ValueError(f"config key 'aug.scale_range' is {[lo, hi]}; it must be [low, high] with 0 < low <= high")
@@ -288,6 +322,29 @@ def config_from_dict(data: dict) -> Config:
 
 
 # ----------------------------------------------------------------------------- files and overrides
+
+
+# The project's configs/ folder (in a checkout; absent from an installed wheel): `_base_` files are looked up there
+# too, so a config copied out of configs/ still finds its base.
+PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _find_base(base: str, including: Path) -> Path:
+    """The file a ``_base_`` entry names: tried relative to the including file's folder, then under the project's
+    configs/ folder (as written, then as any one file of that name below it); a one-line error lists the places."""
+    given = Path(base).expanduser()
+    tried = [given] if given.is_absolute() else [including.parent / given, PROJECT_CONFIGS / given]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    if not given.is_absolute() and PROJECT_CONFIGS.is_dir():
+        same_name = sorted(PROJECT_CONFIGS.rglob(given.name))
+        if len(same_name) == 1:
+            return same_name[0]
+        tried.append(PROJECT_CONFIGS / "**" / given.name)
+    raise FileNotFoundError(f"config '{including}': _base_ file {base!r} not found; looked in "
+                            f"{', '.join(str(p) for p in tried)} (a _base_ path is relative to the config that names "
+                            f"it, or to the project's configs/ folder)")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -303,7 +360,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ValueError(f"config '{path}' must hold a mapping of sections, got {type(data).__name__}")
     base = data.pop("_base_", None)
     if base is not None:
-        data = _merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), data)
+        if not isinstance(base, str) or not base:
+            raise ValueError(f"config '{path}': _base_ must be a file name, got {base!r}")
+        data = _merge(_read_yaml(_find_base(base, path), seen + (path.resolve(),)), data)
     return data
 
 
