@@ -23,7 +23,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .utils.io import check_writable, read_image
+from .outputs import check_output
+from .utils.io import read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -128,7 +129,7 @@ def open_video_writer(path: str | Path, fps: float, size: tuple[int, int]) -> tu
     """Writer of ``size`` (width, height) frames: mp4v into ``path`` (.mp4); if this OpenCV build cannot, MJPG into
     the same name with .avi. Returns the writer and the path actually written."""
     path = Path(path)
-    check_writable(path, "output video")
+    check_output(path, flag="output video", kind="video", overwrite=True)  # the caller decided to replace it
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

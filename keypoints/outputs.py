@@ -16,50 +16,100 @@ Rules (one place, used by every tool):
    (``--overwrite`` in the tools).
 5. **Names from data stay inside**: a file or run name taken from data (an image name, a sweep's run name) must be
    one plain path component (:func:`child_path`): no ``..``, no separators, not absolute.
+6. **Only plain files and folders**: an existing output that is a device, a pipe or a socket (``/dev/null``, a FIFO)
+   is refused (renaming over it would replace the device node; reading its kind could block); two outputs of one
+   command may not be the same path (:func:`distinct_outputs`); a file output spelled with a trailing separator
+   (a folder name) is refused.
 
-Violations raise a one-line ``ValueError`` naming the flag and what to do, before any work is done.
+Violations raise a one-line ``ValueError`` naming the flag and what to do, before any work is done. Folders a
+command owns (a training run, an ablation sweep) are created and probed by :func:`check_output_dir`.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 __all__ = ["atomic_path", "write_text", "write_json", "check_output", "child_path", "remove_partials",
-           "content_kind", "same_file", "PARTIAL"]
+           "content_kind", "same_file", "PARTIAL", "partial_path", "commit_partial", "discard_partial",
+           "distinct_outputs", "check_output_dir"]
 
 PARTIAL = ".partial"  # marks temporary files of atomic writes
+_TOKEN = 8  # hex digits of the random part of a temporary name
+NAME_MAX = 255  # bytes of one file name on Linux, macOS and Windows file systems
 
 
 def _partial_name(path: Path) -> Path:
-    return path.with_name(f"{path.stem}.{secrets.token_hex(4)}{PARTIAL}{path.suffix}")
+    return path.with_name(f"{path.stem}.{secrets.token_hex(_TOKEN // 2)}{PARTIAL}{path.suffix}")
+
+
+def partial_path(path: str | Path) -> Path:
+    """A fresh temporary name beside ``path`` (same suffix) for a writer that cannot run inside :func:`atomic_path`
+    (a video written frame by frame in a loop); finish with :func:`commit_partial` or :func:`discard_partial`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _partial_name(path)
+
+
+def _written(tmp: Path) -> Path | None:
+    """The file a writer made of ``tmp``: ``tmp`` itself, or ``tmp`` with another suffix (a writer that falls back to
+    another container, e.g. OpenCV's MJPG .avi when it has no mp4v encoder); None if nothing was written."""
+    if tmp.exists():
+        return tmp
+    return next((p for p in tmp.parent.glob(glob.escape(tmp.stem) + ".*") if p.is_file()), None)
+
+
+def commit_partial(tmp: str | Path, path: str | Path) -> Path | None:
+    """Replace ``path`` by the finished temporary file ``tmp`` (flushed, then ``os.replace``: atomic on one file
+    system). A writer that changed the suffix replaces ``path`` with that suffix. Returns the path written (None when
+    nothing was written: ``path`` is left as it was)."""
+    tmp, path = Path(tmp), Path(path)
+    written = _written(tmp)
+    if written is None:
+        return None
+    with contextlib.suppress(OSError):  # flush the data before the rename makes it visible
+        fd = os.open(written, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    target = path if written == tmp else path.with_suffix(written.suffix)
+    os.replace(written, target)
+    return target
+
+
+def discard_partial(tmp: str | Path) -> None:
+    """Delete what a writer made of ``tmp`` (an error before it finished: the previous file stays)."""
+    written = _written(Path(tmp))
+    if written is not None:
+        written.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_on_interrupt: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) to write the file to; on a normal exit it replaces
     ``path`` (``os.replace``: atomic on one file system), on an exception (Ctrl-C included) it is deleted and
     ``path`` keeps its previous content. The caller's writer may create the temporary file or not (nothing written:
-    ``path`` is left as it was)."""
+    ``path`` is left as it was). ``keep_on_interrupt``: on Ctrl-C the file written so far replaces ``path`` (the
+    writer must have closed it: a video of the frames done) before the interrupt goes on."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_name(path)
+    tmp = partial_path(path)
     try:
         yield tmp
-        if tmp.exists():
-            with contextlib.suppress(OSError):  # flush the data before the rename makes it visible
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(tmp, path)
+    except KeyboardInterrupt:
+        if keep_on_interrupt:
+            commit_partial(tmp, path)
+        raise
+    else:
+        commit_partial(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        discard_partial(tmp)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -86,7 +136,7 @@ def remove_partials(folder: str | Path) -> list[Path]:
     if folder.is_dir():
         for tmp in folder.glob(f"*{PARTIAL}*"):
             stem = tmp.name.split(PARTIAL)[0]
-            if tmp.is_file() and len(stem.rsplit(".", 1)) == 2 and len(stem.rsplit(".", 1)[1]) == 8:
+            if tmp.is_file() and len(stem.rsplit(".", 1)) == 2 and len(stem.rsplit(".", 1)[1]) == _TOKEN:
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)
     return removed
@@ -148,7 +198,14 @@ def check_output(path: str | Path, *, flag: str, kind: str, inputs: Iterable[str
     are skipped). A folder output may exist (files go into it); its own files follow the rules when written.
     Raises a one-line ``ValueError`` naming ``flag``.
     """
+    text = str(path)
+    if not folder and text.endswith(("/", os.sep)):
+        raise ValueError(f"{flag} {text} ends with a separator, so it names a folder; this command writes a {kind} "
+                         f"file there: pass a file name")
     path = Path(path)
+    if PARTIAL not in path.name and len(os.fsencode(path.name)) + len(f".{'0' * _TOKEN}{PARTIAL}") > NAME_MAX:
+        raise ValueError(f"{flag}: the file name {path.name[:40]}... is too long ({len(os.fsencode(path.name))} "
+                         f"bytes; at most {NAME_MAX - 9 - len(PARTIAL)}): choose a shorter name")
     for given in inputs:
         if given is None or str(given).isdigit() and not Path(str(given)).exists():  # camera index, not a path
             continue
@@ -174,6 +231,10 @@ def check_output(path: str | Path, *, flag: str, kind: str, inputs: Iterable[str
             break
     if not path.exists():
         return path
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(f"{flag} {path} is not a regular file (a device, pipe or socket); writing would replace it: "
+                         f"choose a file path")
     existing = content_kind(path)
     if folder:
         if existing != "folder":
@@ -198,3 +259,44 @@ def child_path(folder: str | Path, name: str, what: str = "name") -> Path:
         raise ValueError(f"{what} {text!r} is not a plain file or folder name (no '..', no separators); it would "
                          f"be written outside {folder}")
     return Path(folder) / text
+
+
+def distinct_outputs(outputs: dict[str, str | Path | None]) -> None:
+    """Refuse two outputs of one command at the same path (``{flag: path}``; None entries skipped): the second write
+    would replace the first. Spellings, links and existing files are compared as :func:`same_file` does."""
+    seen: list[tuple[str, Path]] = []
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        for other_flag, other in seen:
+            if path.resolve() == other.resolve() or (path.exists() and other.exists() and same_file(path, other)):
+                raise ValueError(f"{flag} and {other_flag} are the same file ({path}); the second would replace the "
+                                 f"first: choose two paths")
+        seen.append((flag, path))
+
+
+def check_output_dir(path: str | Path, flag: str = "--output-dir", inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Create the folder ``path`` (and its parents) that a command owns (a training run, an ablation sweep) and prove
+    it writable by writing and removing a probe file, so that a bad output path fails at once with one line instead
+    of after data loading or a first epoch. ``inputs``: the command's input files and folders, which the folder may
+    not be or hold (:func:`check_output` with ``folder=True``).
+
+    Raises ValueError naming ``flag`` when ``path`` or one of its parents is a regular file, or when the folder
+    cannot be created or written (permissions, read-only file system; as root, permissions are not a limit).
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == path else f"is under the file {p}"
+            raise ValueError(f"{flag} {path} {what}; choose a folder path")
+    check_output(path, flag=flag, kind="folder", inputs=inputs, folder=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {path} cannot be written ({e.strerror or type(e).__name__}); "
+                         f"choose a writable folder") from None
+    return path

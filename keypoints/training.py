@@ -58,10 +58,10 @@ from .metadata import DatasetMeta
 from .modelfile import Checkpoint, identify, load_weights, read_checkpoint, write_checkpoint
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, scaled_lr
-from .outputs import remove_partials, write_text
+from .outputs import check_output_dir, remove_partials, write_text
 from .utils import distributed as dist
 from .utils.logging import MetricWriter, setup_logging
-from .utils.runtime import amp_settings, check_output_dir, seed_everything, select_device
+from .utils.runtime import amp_settings, seed_everything, select_device
 
 logger = logging.getLogger("keypoints.train")
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .metadata import CENTRE_COLOUR as CENTRE, LEFT_COLOUR as LEFT, RIGHT_COLOUR as RIGHT, DatasetMeta
+from .outputs import atomic_path
 
 __all__ = ["draw_pose", "draw_text", "draw_prediction", "plot_training_curves", "LEFT", "RIGHT", "CENTRE"]
 
@@ -111,6 +112,7 @@ def plot_training_curves(csv_path: str | Path, png_path: str | Path) -> Path | N
         if keys[0] == "lr":
             ax.set_yscale("log")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    with atomic_path(png_path) as tmp:  # same suffix: matplotlib picks the format by it
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return Path(png_path)

@@ -73,17 +73,17 @@ def _case_argv(case: str, tmp: Path, checkpoint: Path, nan_detections: Path) -> 
                                 "image ids not in"),
         # tracebacks for user errors (checked before the work)
         "test-out-under-file": ("test", ["--checkpoint", checkpoint, "--out", tmp / "a_file" / "r.json", *mmpose],
-                                "is a file, not a folder"),
+                                "is under the file"),
         "demo-threads": ("demo", ["--checkpoint", checkpoint, "--input", COCO_MMPOSE4 / "val2017", "--threads", "-1"],
                          "--threads must be at least 1"),
         "demo-ann-without-images": ("demo", ["--checkpoint", checkpoint, "--input", COCO_MMPOSE4 / "val2017",
                                              "--output", tmp / "demo", "--boxes-from", DETECTIONS, "--ann-file",
                                              tmp / "no_images.json"], "lacks the list(s) images"),
         "export-output-under-file": ("export", ["--checkpoint", checkpoint, "--output", tmp / "a_file" / "m.onnx"],
-                                     "is a file, not a folder"),
+                                     "is under the file"),
         # misleading messages
         "demo-output-under-file": ("demo", ["--checkpoint", checkpoint, "--input", COCO_MMPOSE4 / "val2017",
-                                            "--output", tmp / "a_file" / "demo"], "is a file, not a folder"),
+                                            "--output", tmp / "a_file" / "demo"], "is under the file"),
         "demo-max-frames": ("demo", ["--checkpoint", checkpoint, "--input", COCO_MMPOSE4 / "val2017",
                                      "--max-frames", "-1"], "--max-frames must be 0"),
     }[case]

@@ -82,7 +82,7 @@ def test_unwritable_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         def denied(*args, dir=None, **kwargs):
             raise PermissionError(13, "Permission denied", str(dir))
 
-        monkeypatch.setattr("keypoints.utils.runtime.tempfile.mkstemp", denied)
+        monkeypatch.setattr("keypoints.outputs.tempfile.mkstemp", denied)
     try:
         code, err = _cli(tmp_path, "locked", [], monkeypatch, capsys)
     finally:

@@ -37,7 +37,9 @@ from keypoints.benchmark.postprocess import measure_postprocess, postprocess_lin
 from keypoints.benchmark.report import load_average
 from keypoints.backends import runtime_names
 from keypoints.config import load_config
+from keypoints.outputs import check_output, write_text
 from keypoints.utils.cli import run_cli
+from keypoints.utils.runtime import check_number, check_threads, check_unique
 
 MODEL_CONFIGS = (
     "configs/coco/ablations/mobilenetv3_large_relu_256x192.yaml",
@@ -68,6 +70,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, few rounds (see each section)")
     p.add_argument("--markdown", action="store_true", help="print README-ready markdown tables")
     p.add_argument("--json", default=None, help="also write all numbers to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     g = p.add_argument_group("models and dyrelu (--quick: 128x96 input, training batch 4, latency batches 1 and 4)")
     g.add_argument("--configs", nargs="+", default=list(MODEL_CONFIGS), help="model configs (section models)")
     g.add_argument("--dyrelu-config", default=DYRELU_CONFIG, help="the DY-ReLU model of section dyrelu")
@@ -197,11 +200,46 @@ def postprocess_section(args: argparse.Namespace, results: dict) -> None:
         results["postprocess"][path] = result
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every count, size and file of the selected sections, before any section runs (a wrong value never becomes a
+    default: 0 is refused, not read as 'not given'), and --json against the output policy (keypoints.outputs)."""
+    check_threads(args.threads, "--threads")
+    counts = (("--repeats", args.repeats, 1), ("--batch-size", args.batch_size, 1), ("--frames", args.frames, 0),
+              ("--demo-rounds", args.demo_rounds, 1), ("--samples", args.samples, 1),
+              ("--instances", args.instances, 1), ("--per-image", args.per_image, 1),
+              ("--post-batch", args.post_batch, 1))
+    for flag, value, low in counts:
+        check_number(flag, value, low, integer=True)
+    for flag, values, low in (("--latency-batches", args.latency_batches, 1),
+                              ("--inference-batches", args.inference_batches, 1), ("--workers", args.workers, 0)):
+        for value in values or ():
+            check_number(flag, value, low, integer=True)
+        check_unique(flag, values)
+    for flag in ("--sections", "--configs", "--inference-configs", "--post-configs", "--runtimes", "--demo-modes"):
+        check_unique(flag, getattr(args, flag[2:].replace("-", "_")))
+    used = {"models": args.configs, "dyrelu": [args.dyrelu_config], "inference": args.inference_configs,
+            "loader": [args.loader_config], "postprocess": args.post_configs}
+    configs = [path for section, paths in used.items() if section in args.sections for path in paths]
+    for path in configs:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config not found: {path}")
+    if "loader" in args.sections:
+        if not Path(args.root).is_dir():
+            raise FileNotFoundError(f"--root folder not found: {args.root}")
+        batch = load_config(args.loader_config, [f"data.root={args.root}", *args.opts]).data.batch_size
+        if args.samples is not None and args.samples < 2 * batch:
+            raise ValueError(f"--samples {args.samples} is less than 2 batches of {args.loader_config} ({2 * batch}); "
+                             f"the first batch (worker start-up) is not timed: pass at least {2 * batch}")
+    if args.json:
+        check_output(args.json, flag="--json", kind="json", inputs=configs, overwrite=args.overwrite)
+
+
 def main(args: argparse.Namespace) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
+    check_args(args)
     torch.set_num_threads(args.threads)
     env = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "threads": args.threads, "quick": args.quick, "load_average_start": load_average()}
@@ -218,8 +256,7 @@ def main(args: argparse.Namespace) -> dict:
     env["load_average_end"] = load_average()
     print(f"# {time.time() - start:.0f} s; load average at end {env['load_average_end']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        write_text(args.json, json.dumps(results, indent=2, default=str))  # atomic (NaN kept: unmeasured cells)
     return results
 
 

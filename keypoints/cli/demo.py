@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 from pathlib import Path
@@ -43,8 +42,9 @@ from keypoints.detection import DETECTORS, PersonDetector, find_local_detector
 from keypoints.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, has_display, open_source, open_video_writer
 from keypoints.predictor import PoseEstimator
 from keypoints.utils.cli import run_cli
-from keypoints.utils.io import check_writable
-from keypoints.utils.runtime import select_device
+from keypoints.outputs import (check_output, child_path, commit_partial, discard_partial, distinct_outputs,
+                               partial_path, atomic_path, write_json)
+from keypoints.utils.runtime import check_number, select_device
 from keypoints.visualize import draw_prediction
 
 
@@ -58,6 +58,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="also show a window (only where a display exists)")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="draw (and track) keypoints scoring above this")
     p.add_argument("--save-json", help="write every frame's people (keypoints, box, score, box mode) here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (the video, images of the same names, --save-json)")
     p.add_argument("--max-images", "--max-frames", dest="max_frames", type=int, default=0, metavar="N",
                    help="stop after this many images or frames (0: all)")
     p.add_argument("--boxes-from", help="COCO detections JSON (list of {image_id, bbox, score}) for image inputs")
@@ -126,6 +128,30 @@ def output_path(args: argparse.Namespace, kind: str) -> Path:
     return out / f"{stem}.mp4"
 
 
+def demo_inputs(args: argparse.Namespace) -> list:
+    """The command's inputs, which no output may be, or (an output folder) hold."""
+    return [args.input, args.checkpoint, args.boxes_from, args.ann_file, args.detector_weights]
+
+
+def check_outputs(args: argparse.Namespace, source, out: Path, single_image: bool) -> None:
+    """--output against the output policy (keypoints.outputs), before a model is loaded: never an input (an output
+    folder never holds one), an existing file replaced only with --overwrite and only by one of its kind, image names
+    from the input kept inside the output folder, and not the --save-json file."""
+    inputs = demo_inputs(args)
+    if source.kind == "images" and not single_image:
+        if out.suffix.lower() in IMAGE_EXTENSIONS:
+            raise ValueError(f"--output {out} names one image, but {source.spec} has {source.length} images; pass an "
+                             f"output folder")
+        check_output(out, flag="--output", kind="folder", inputs=inputs, folder=True)
+        for path in source.paths[: source.length]:
+            check_output(child_path(out, path.name, "image name"), flag="--output", kind="image",
+                         overwrite=args.overwrite)
+    else:
+        check_output(out, flag="--output", kind="image" if single_image else "video", inputs=inputs,
+                     overwrite=args.overwrite)
+    distinct_outputs({"--output": out, "--save-json": args.save_json})
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Everything the command line can get wrong, before a model is loaded."""
     if args.threads is not None and args.threads < 1:
@@ -136,7 +162,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--redetect-every must be at least 1 frame, got {args.redetect_every}")
     if args.boxes_from and args.exif:
         raise ValueError("--exif cannot be used with --boxes-from: the boxes refer to the stored (unrotated) pixels")
-    check_writable(args.save_json, "--save-json file")
+    check_number("--kpt-thr", args.kpt_thr, 0, 1, what="a keypoint score")
+    check_number("--det-score-thr", args.det_score_thr, 0, 1, what="a box score")
+    if args.save_json:
+        check_output(args.save_json, flag="--save-json", kind="json", inputs=demo_inputs(args),
+                     overwrite=args.overwrite)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -148,7 +178,7 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError("--boxes-from applies to images and folders; videos and cameras use the detector or tracking")
     out = output_path(args, source.kind)
     single_image = source.kind == "images" and out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1
-    check_writable(out, "--output", folder=source.kind == "images" and not single_image)
+    check_outputs(args, source, out, single_image)
     device = select_device(args.device)
     backend = load_backend(args.checkpoint, args.backend, trust_code=args.trust_code, device=device,
                            threads=args.threads)
@@ -174,6 +204,8 @@ def main(args: argparse.Namespace) -> dict:
               file=sys.stderr)
     writer, frames_json, modes, no_boxes = None, [], collections.Counter(), 0
     fps, start, n, people = None, time.perf_counter(), 0, 0
+    interrupted = finished = False
+    video_tmp = partial_path(out) if source.kind != "images" else None  # replaces --output when done, or on Ctrl-C
     last = start
     try:
         for frame in source:
@@ -194,10 +226,12 @@ def main(args: argparse.Namespace) -> dict:
             if args.save_json:  # kept only when asked for: a webcam runs for hours
                 frames_json.append({"index": frame.index, "name": frame.name, **prediction.to_dict()})
             if source.kind == "images":
-                target = out if single_image else out / frame.name
+                target = out if single_image else child_path(out, frame.name, "image name")
                 try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    written = cv2.imwrite(str(target), canvas)
+                    with atomic_path(target) as tmp:  # same suffix: OpenCV picks the encoder by it
+                        written = cv2.imwrite(str(tmp), canvas)
+                        if not written:
+                            discard_partial(tmp)
                 except (OSError, cv2.error) as e:
                     raise ValueError(f"cannot write {target} ({e}); check the --output folder") from None
                 if not written:
@@ -206,7 +240,10 @@ def main(args: argparse.Namespace) -> dict:
                     raise ValueError(f"cannot write {target}; {problem}")
             else:
                 if writer is None:
-                    writer, out = open_video_writer(out, source.fps, (canvas.shape[1], canvas.shape[0]))
+                    writer, written = open_video_writer(video_tmp, source.fps, (canvas.shape[1], canvas.shape[0]))
+                    if written != video_tmp:  # no mp4v encoder here: MJPG, under --output's name with .avi
+                        out = check_output(out.with_suffix(written.suffix), flag="--output", kind="video",
+                                           inputs=demo_inputs(args), overwrite=args.overwrite)
                 writer.write(canvas)
             n += 1
             if show:
@@ -218,17 +255,21 @@ def main(args: argparse.Namespace) -> dict:
                     print(f"warning: cannot show a window ({str(e).splitlines()[-1][:80]}); writing files only",
                           file=sys.stderr)
                     show = False
-    except KeyboardInterrupt:
-        print(f"interrupted after {n} frames; closing {out}", file=sys.stderr)
-        raise
+        finished = True
+    except KeyboardInterrupt:  # deliver what is done: the frames so far (a complete video) and --save-json
+        interrupted = finished = True
     finally:
         source.close()
         if writer is not None:
             writer.release()
+        if video_tmp is not None and finished:
+            out = commit_partial(video_tmp, out) or out
+        elif video_tmp is not None:  # an error: the previous --output stays as it was
+            discard_partial(video_tmp)
         if show:
             cv2.destroyAllWindows()
     elapsed = time.perf_counter() - start
-    if source.ended_early:
+    if source.ended_early and not interrupted:  # stopped by Ctrl-C, not by the file
         print(f"warning: {source.spec} stopped decoding after {source.frames_read} of the {source.length} frames its "
               f"container announces (cut short or corrupt); {out} holds {n} frames", file=sys.stderr)
     if no_boxes:
@@ -237,13 +278,15 @@ def main(args: argparse.Namespace) -> dict:
     summary = {"frames": n, "output": str(out) if n else None, "box_modes": dict(modes),
                "fps": n / elapsed if elapsed else 0.0, "people": people}
     if args.save_json:
-        Path(args.save_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save_json).write_text(json.dumps({"input": str(args.input), "checkpoint": str(args.checkpoint),
-                                                    "backend": estimator.backend.name, "frames": frames_json}))
+        write_json(args.save_json, {"input": str(args.input), "checkpoint": str(args.checkpoint),
+                                    "backend": estimator.backend.name, "interrupted": interrupted,
+                                    "frames": frames_json}, indent=None)
     noun = "people" if person else f"{meta.category_name}(s)"
     print(f"{n} frames, {people} {noun}, {summary['fps']:.1f} FPS overall (reading, drawing and writing "
           f"included); box modes {dict(modes)}; " + (f"wrote {out}" if n else "wrote nothing")
-          + (f" and {args.save_json}" if args.save_json else ""))
+          + (f" and {args.save_json}" if args.save_json else "") + (" (interrupted)" if interrupted else ""))
+    if interrupted:
+        raise KeyboardInterrupt  # exit status 130, once what was done is written
     return summary
 
 

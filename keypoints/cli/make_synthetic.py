@@ -7,7 +7,8 @@
 Writes ``<out>/{train2017,val2017}/*.jpg``, ``<out>/annotations/person_keypoints_{train,val}2017.json`` and
 ``<out>/person_detection_results/detections_val2017.json`` (``bird_...`` for --kind bird); the same seed gives the
 same files. See ``keypoints/data/synthetic.py`` and ``keypoints/data/synthetic_birds.py`` for what the images
-contain.
+contain. A --out that already holds a dataset (a non-empty annotations/ folder) is written into only with
+--overwrite, and even then a file is replaced only by one of its kind (keypoints/outputs.py).
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from keypoints.data.synthetic import KINDS, make_synthetic_dataset
+from keypoints.data.synthetic import FIRST_IMAGE_ID, KINDS, make_synthetic_dataset
+from keypoints.outputs import check_output
 from keypoints.utils.cli import run_cli
-from keypoints.utils.io import check_writable
+from keypoints.utils.runtime import check_number
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,12 +35,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def dataset_files(args: argparse.Namespace) -> list[tuple[Path, str]]:
+    """(path, kind) of every file the command writes (keypoints/data/synthetic.py names them)."""
+    out = Path(args.out)
+    files = [(out / "annotations" / f"{args.kind}_keypoints_{split}2017.json", "json") for split in ("train", "val")]
+    files.append((out / f"{args.kind}_detection_results" / "detections_val2017.json", "json"))
+    for split, n in (("train", args.train_images), ("val", args.val_images)):
+        files += [(out / f"{split}2017" / f"{FIRST_IMAGE_ID[split] + i:012d}.jpg", "image") for i in range(n)]
+    return files
+
+
 def main(args: argparse.Namespace) -> dict:
+    check_number("--train-images", args.train_images, 0, integer=True)
+    check_number("--val-images", args.val_images, 0, integer=True)
+    for flag, value in zip(("--size W", "--size H"), args.size):
+        check_number(flag, value, 32, 8192, integer=True, what="pixels")
     annotations = Path(args.out) / "annotations"
     if annotations.is_dir() and any(annotations.iterdir()) and not args.overwrite:
         raise ValueError(f"{args.out} already holds a dataset ({annotations} is not empty); pass --overwrite to "
                          f"replace its files, or another --out")
-    check_writable(args.out, "--out", folder=True)
+    check_output(args.out, flag="--out", kind="folder", folder=True)
+    for path, kind in dataset_files(args):  # another kind of file in the way is never replaced
+        if path.exists() or path.is_symlink():
+            check_output(path, flag="--out", kind=kind, overwrite=args.overwrite)
     summary = make_synthetic_dataset(args.out, train_images=args.train_images, val_images=args.val_images,
                                      seed=args.seed, size=tuple(args.size), kind=args.kind)
     print(json.dumps(summary, indent=2))

@@ -10,6 +10,10 @@ COCO_val2017_detections_AP_H_56_person.json --out results.json --metrics-json me
     # any model's COCO keypoint results file
     python tools/test.py --results-in results.json --ann-file data/coco/annotations/person_keypoints_val2017.json
 
+Outputs follow keypoints/outputs.py: --out and --metrics-json are never an input of the command (the model file, the
+annotation file, --results-in, the detections, the config), never each other, never a file of another kind, and an
+existing one is replaced only with --overwrite; both are written atomically.
+
 --checkpoint takes any model file keypoints.backends.load_backend reads (a training checkpoint, an .onnx
 export, ...); its stored config is used unless --config names another. The model file's dataset metadata decides
 the keypoints, the category scored and the OKS sigmas (COCOeval.params.kpt_oks_sigmas): a model of another dataset
@@ -21,7 +25,6 @@ rank 0 evaluates.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import tempfile
@@ -38,9 +41,9 @@ from keypoints.evaluation import CocoKeypointEvaluator, evaluate_results_file
 from keypoints.inference import TopDownInference
 from keypoints.utils import distributed as dist
 from keypoints.utils.cli import run_cli
-from keypoints.utils.io import check_writable
+from keypoints.outputs import atomic_path, check_output, distinct_outputs, write_json
 from keypoints.utils.logging import setup_logging
-from keypoints.utils.runtime import amp_settings, select_device
+from keypoints.utils.runtime import amp_settings, check_threads, select_device
 
 logger = logging.getLogger("keypoints.test")
 
@@ -61,6 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="threads of CPU runtimes (default: every core)")
     p.add_argument("--out", help="write the COCO keypoint results JSON here")
     p.add_argument("--metrics-json", help="write the metrics (10 stats, box source, settings) here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --metrics-json")
     p.add_argument("--results-in", help="evaluate this existing COCO keypoint results file instead of a model")
     p.add_argument("--ann-file", help="ground-truth annotation file for --results-in")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -76,32 +80,56 @@ def print_table(metrics: dict, box_source: str) -> None:
               f"their people count as missed in the AP above")
 
 
-def write_json(path: str | None, data: dict) -> None:
+def check_outputs(args: argparse.Namespace, *more_inputs: str | Path | None) -> None:
+    """--out and --metrics-json against the output policy (keypoints.outputs), before any work: an evaluation can
+    take minutes, and neither may replace an input (the model file, the annotation files, the results or detections,
+    the config; ``more_inputs``: those the config names)."""
+    inputs = [args.checkpoint, args.config, args.results_in, args.ann_file, *more_inputs]
+    for flag, path in (("--out", args.out), ("--metrics-json", args.metrics_json)):
+        if path:
+            check_output(path, flag=flag, kind="json", inputs=inputs, overwrite=args.overwrite)
+    distinct_outputs({"--out": args.out, "--metrics-json": args.metrics_json})
+
+
+def detections_file(boxes: str, root: str) -> Path | None:
+    """The detections file ``boxes`` names as build_dataset finds it (as given, else under the data root)."""
+    return next((p for p in (Path(boxes), Path(root) / boxes) if p.is_file()), None)
+
+
+def save_json(path: str | None, data: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2))
+        write_json(path, data)
         print(f"wrote {path}")
 
 
 def evaluate_file(args: argparse.Namespace) -> dict:
-    if not args.ann_file:
-        raise ValueError("--results-in needs --ann-file (the ground-truth person_keypoints_*.json)")
     box_source = f"as in {args.results_in}"
+    check_outputs(args)
     cfg = load_config(args.config, args.opts)
     meta = metadata_from_coco(cfg, load_coco(args.ann_file, hint="pass the ground-truth annotation file"),
                               f"annotation file {args.ann_file}")
     metrics = evaluate_results_file(args.results_in, args.ann_file, box_source=box_source, sigmas=meta.sigmas,
                                     category_id=meta.category_id)
     print_table(metrics, box_source)
-    write_json(args.metrics_json, {**metrics, "box_source": box_source, "results": args.results_in})
+    save_json(args.metrics_json, {**metrics, "box_source": box_source, "results": args.results_in})
     return metrics
 
 
 def main(args: argparse.Namespace) -> dict:
-    for path in (args.out, args.metrics_json):
-        check_writable(path)  # before any work: an evaluation can take minutes
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads, "--threads")
+    if args.results_in and not args.ann_file:
+        raise ValueError("--results-in needs --ann-file (the ground-truth person_keypoints_*.json)")
+    for flag, path in (("--results-in", args.results_in), ("--ann-file", args.ann_file), ("--config", args.config)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} file not found: {path}")
+    if args.boxes not in (None, "gt") and args.data_root and not detections_file(args.boxes, args.data_root):
+        raise FileNotFoundError(f"--boxes file not found: {args.boxes} (as given, or under --data-root "
+                                f"{args.data_root})")
+    if args.results_in and args.checkpoint:
+        raise ValueError("pass --checkpoint (evaluate a model) or --results-in (score a results file), not both")
+    if args.results_in and args.out:
+        raise ValueError("--out writes a model's results; with --results-in there are none to write (use "
+                         "--metrics-json)")
     if args.results_in:
         return evaluate_file(args)
     if not args.checkpoint:
@@ -123,6 +151,8 @@ def main(args: argparse.Namespace) -> dict:
     if isinstance(backend, TorchBackend):
         backend.amp_dtype = amp_settings(cfg.train.amp, device)[0]
     metadata = backend.info.metadata
+    boxes = detections_file(cfg.test.boxes, cfg.data.root) if cfg.test.boxes != "gt" else None
+    check_outputs(args, Path(cfg.data.root) / cfg.data.val_ann, boxes)  # the files the config names, too
     dataset = build_dataset(cfg, "val", metadata=metadata)
     loader = build_dataloader(dataset, cfg, train=False, distributed=world > 1)
     inference = TopDownInference.from_config(backend, cfg)
@@ -135,11 +165,11 @@ def main(args: argparse.Namespace) -> dict:
         metrics = evaluate(inference, loader, evaluator)
         if dist.is_main_process():
             if args.out and evaluator.results_path is not None:
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(evaluator.results_path, args.out)
+                with atomic_path(args.out) as tmp:
+                    shutil.copyfile(evaluator.results_path, tmp)
                 print(f"wrote {args.out}")
             print_table(metrics, dataset.box_source)
-            write_json(args.metrics_json, {
+            save_json(args.metrics_json, {
                 **metrics, "box_source": dataset.box_source, "checkpoint": str(args.checkpoint),
                 "backend": backend.name, "flip_test": cfg.test.flip, "refine": cfg.test.refine,
                 "input_size": list(cfg.data.input_size), "instances": len(dataset),

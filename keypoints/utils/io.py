@@ -48,24 +48,3 @@ def read_image(path: str | Path, exif: bool = False):
     if image is None:
         raise BadImageError(path, "cannot decode image: corrupt, or not an image OpenCV can decode")
     return image
-
-
-def check_writable(path: str | Path | None, what: str = "output file", folder: bool = False) -> None:
-    """Fail early, with one line, when ``path`` could not be written: a file path that is a folder (or a folder path
-    that is a file), a path under a regular file, or one whose nearest existing folder is not writable. Nothing is
-    created. ``None`` passes."""
-    import os
-
-    if path is None:
-        return
-    path = Path(path)
-    if path.exists() and path.is_dir() != folder:
-        raise ValueError(f"{what} {path} is a {'file' if folder else 'folder'}; pass a "
-                         f"{'folder' if folder else 'file name'}")
-    parent = path if folder and path.is_dir() else path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {what} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {what} {path}: folder {parent} is not writable")

@@ -1,10 +1,9 @@
-"""Device choice, seeding, mixed-precision settings and output-folder checks for the scripts."""
+"""Device choice, seeding, mixed-precision settings and argument range checks for the scripts (output paths:
+:mod:`keypoints.outputs`)."""
 from __future__ import annotations
 
-import os
+import math
 import random
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,24 +44,32 @@ def amp_settings(amp: str, device: torch.device) -> tuple[torch.dtype | None, bo
     return (torch.bfloat16, False) if amp == "bf16" else (torch.float16, True)
 
 
-def check_output_dir(path: str | Path, flag: str = "--output-dir") -> Path:
-    """Create the folder ``path`` (and its parents) and prove it writable by writing and removing a probe file,
-    so that a bad output path fails at once with one line instead of after data loading or a first epoch.
+def check_threads(threads: object, flag: str = "threads") -> int | None:
+    """``threads`` as given when it is None (every core) or a positive int; else a one-line ValueError naming
+    ``flag`` (0, negative numbers, floats and booleans are refused, never replaced by a default)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"{flag} must be a positive integer, got {threads!r}")
+    return threads
 
-    Raises ValueError naming ``flag`` when ``path`` or one of its parents is a regular file, or when the folder
-    cannot be created or written (permissions, read-only file system; as root, permissions are not a limit).
-    """
-    path = Path(path)
-    for p in (path, *path.parents):
-        if p.exists() and not p.is_dir():
-            what = "is a file" if p == path else f"is under the file {p}"
-            raise ValueError(f"{flag} {path} {what}; choose a folder path")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"{flag} {path} cannot be written ({e.strerror or type(e).__name__}); "
-                         f"choose a writable folder") from None
-    return path
+
+def check_number(flag: str, value: float | int | None, low: float | None = None, high: float | None = None,
+                 integer: bool = False, what: str = "") -> None:
+    """One argument's range, before any work: finite, ``low <= value <= high`` (bounds optional), an int when
+    ``integer``; None (not given: the documented default) passes. ``what`` says what the value means."""
+    if value is None:
+        return
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{flag} must be an integer, got {value!r}")
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        bounds = (f"from {low:g} to {high:g}" if low is not None and high is not None else
+                  f"at least {low:g}" if low is not None else f"at most {high:g}")
+        raise ValueError(f"{flag} must be {'an integer' if integer else 'a finite number'} {bounds}"
+                         f"{f' ({what})' if what else ''}, got {value}")
+
+
+def check_unique(flag: str, values: list | tuple | None) -> None:
+    """A list argument without repeats (a repeated seed or batch size would count, or time, one thing twice)."""
+    if values:
+        repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{flag} lists {', '.join(map(str, repeated))} more than once; give each value once")
