@@ -91,8 +91,10 @@ def check_image(image_bgr: object) -> np.ndarray:
     return image_bgr
 
 
-def check_boxes(boxes: object, box_scores: object | None) -> tuple[np.ndarray, np.ndarray]:
-    """Caller boxes ``(N, 4)`` xywh (float64) with finite positive sizes, and their scores ``(N,)`` (default 1)."""
+def check_boxes(boxes: object, box_scores: object | None,
+                image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Caller boxes ``(N, 4)`` xywh (float64) with finite positive sizes, each overlapping the image of
+    ``image_size`` (width, height) when given, and their scores ``(N,)``: finite and >= 0 (default 1)."""
     array = np.asarray(boxes, dtype=np.float64)
     if array.size == 0:
         array = array.reshape(0, 4)
@@ -104,11 +106,20 @@ def check_boxes(boxes: object, box_scores: object | None) -> tuple[np.ndarray, n
         bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1) | (array[:, 2:] <= 0).any(axis=1))[0])
         raise ValueError(f"box {bad} is {array[bad].tolist()}: boxes need finite coordinates and a positive width "
                          f"and height")
+    if image_size is not None:
+        w, h = image_size
+        outside = (array[:, 0] >= w) | (array[:, 1] >= h) | (array[:, 0] + array[:, 2] <= 0) | \
+            (array[:, 1] + array[:, 3] <= 0)
+        if outside.any():
+            bad = int(np.flatnonzero(outside)[0])
+            raise ValueError(f"box {bad} is {array[bad].tolist()}: it lies wholly outside the {w}x{h} image "
+                             f"(boxes are [x, y, width, height] in this image's pixels)")
     scores = np.ones(len(array)) if box_scores is None else np.asarray(box_scores, dtype=np.float64).reshape(-1)
     if len(scores) != len(array):
         raise ValueError(f"got {len(array)} boxes but {len(scores)} box scores; pass one score per box")
-    if not np.isfinite(scores).all():
-        raise ValueError("box scores must be finite numbers")
+    if not (np.isfinite(scores) & (scores >= 0)).all():
+        bad = int(np.flatnonzero(~(np.isfinite(scores) & (scores >= 0)))[0])
+        raise ValueError(f"box score {bad} is {scores[bad]}: box scores must be finite numbers >= 0")
     return array, scores
 
 
@@ -168,8 +179,9 @@ class PoseEstimator:
                       padding: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Keypoints ``(N, K, 3)`` (image pixels, score), pose scores ``(N,)`` and crop areas ``(N,)`` for
         ``boxes`` ``(N, 4)`` xywh with ``box_scores`` ``(N,)`` (default 1), all crops in one batch, in box order."""
-        boxes, box_scores = check_boxes(boxes, box_scores)
-        keypoints, _, scale = self.inference.predict_boxes(check_image(image_bgr), boxes, padding)
+        h, w = check_image(image_bgr).shape[:2]
+        boxes, box_scores = check_boxes(boxes, box_scores, (w, h))
+        keypoints, _, scale = self.inference.predict_boxes(image_bgr, boxes, padding)
         areas = instance_areas(scale)
         _, scores = select_instances(np.zeros(len(boxes)), keypoints, box_scores, areas,
                                      kpt_score_thr=self.kpt_score_thr, oks_nms_thr=None, sigmas=self.metadata.sigmas)
@@ -183,7 +195,7 @@ class PoseEstimator:
         num_keypoints = self.backend.info.num_keypoints
         padding = None
         if boxes is not None:
-            (boxes, scores_in), mode = check_boxes(boxes, box_scores), "given"
+            (boxes, scores_in), mode = check_boxes(boxes, box_scores, (w, h)), "given"
         else:
             boxes, scores_in, mode = self.tracker.boxes(image_bgr)
             if mode == "full-frame":

@@ -40,6 +40,7 @@ from torch._inductor import config as inductor_config
 
 from ..config import Config
 from ..outputs import atomic_path
+from ..utils.runtime import check_threads
 from .base import Backend, ModelInfo
 from .registry import Runtime, register
 
@@ -48,10 +49,8 @@ _MODEL_DIR = re.compile(r"data/aotinductor/([^/]+)/")
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        if int(threads) < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        torch.set_num_threads(int(threads))
+    if check_threads(threads) is not None:
+        torch.set_num_threads(threads)
 
 
 def _inference_network(model: nn.Module, fuse: bool, device: torch.device) -> nn.Module:

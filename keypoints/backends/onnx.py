@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..outputs import atomic_path
+from ..utils.runtime import check_threads
 from .base import Backend, ModelInfo, run_fixed_batch
 from .registry import Runtime, register
 
@@ -101,7 +102,7 @@ class OnnxBackend(Backend):
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}; write one with tools/export.py")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        options.intra_op_num_threads = check_threads(threads) or os.cpu_count() or 1  # 0 is refused, not 'all'
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if profile_prefix:

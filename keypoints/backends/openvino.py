@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils.runtime import check_threads
 from .base import Backend, ModelInfo, run_fixed_batch
 from .onnx import export_onnx
 from .registry import Runtime, register
@@ -41,8 +42,8 @@ class OpenVinoBackend(Backend):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}")
         self.ov_config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-        if threads is not None:
-            self.ov_config["INFERENCE_NUM_THREADS"] = int(threads)
+        if check_threads(threads) is not None:
+            self.ov_config["INFERENCE_NUM_THREADS"] = threads
         try:
             meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             self.core = ov.Core()
