@@ -16,6 +16,17 @@ Without boxes the estimator's :class:`~keypoints.detection.BoxTracker` chooses t
 fallback when nothing is tracked and there is no detector). Call :meth:`PoseEstimator.reset` between unrelated
 images.
 
+Video (``tracking=True``; never for images or evaluation): every person gets a ``track_id`` that stays while they
+stay in view, and keypoints are smoothed per person with the One-Euro filter (``cfg.video``; see
+:mod:`keypoints.tracking` and :mod:`keypoints.smoothing`). Pass each frame's time in seconds, and reset between
+clips:
+
+    stream = PoseEstimator.from_checkpoint("best.pth", tracking=True)           # smoothing: cfg.video (one-euro)
+    for index, frame in enumerate(frames):
+        prediction = stream(frame, timestamp=index / fps)                        # None: the wall clock (webcams)
+        [(p.track_id, p.keypoints) for p in prediction.people]
+    stream.reset()
+
 Pipeline (one batch per image): :class:`keypoints.inference.TopDownInference` (box -> crop -> any backend with the
 flip test -> decode to image pixels; the same path as evaluation) -> :func:`keypoints.postprocess.select_instances`
 (pose score = box score x mean keypoint score above the threshold; OKS-NMS across the people of the frame, except
@@ -25,6 +36,7 @@ extra setting; a person detector only makes sense for person models.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -39,6 +51,7 @@ from .detection import BoxTracker, PersonDetector
 from .inference import TopDownInference
 from .metadata import DatasetMeta
 from .postprocess import instance_areas, select_instances
+from .tracking import PoseTracker
 
 
 @dataclass
@@ -50,10 +63,12 @@ class PoseResult:
     box: np.ndarray
     score: float
     box_score: float = 1.0
+    track_id: int | None = None  # the person's identity in a stream (tracking=True), else None
 
     def to_dict(self) -> dict:
         return {"keypoints": np.round(self.keypoints, 3).tolist(), "box": np.round(self.box, 2).tolist(),
-                "score": round(float(self.score), 5), "box_score": round(float(self.box_score), 5)}
+                "score": round(float(self.score), 5), "box_score": round(float(self.box_score), 5),
+                "track_id": self.track_id}
 
 
 @dataclass
@@ -128,10 +143,11 @@ class PoseEstimator:
     docstring for the pipeline and :meth:`from_checkpoint` for the usual way to build one."""
 
     def __init__(self, inference: TopDownInference, *, kpt_score_thr: float = 0.2, oks_nms_thr: float | None = 0.9,
-                 tracker: BoxTracker | None = None) -> None:
+                 tracker: BoxTracker | None = None, pose_tracker: PoseTracker | None = None) -> None:
         self.inference = inference
         self.kpt_score_thr, self.oks_nms_thr = float(kpt_score_thr), oks_nms_thr
         self.tracker = tracker if tracker is not None else BoxTracker()
+        self.pose_tracker = pose_tracker  # track ids and smoothing of a stream; None: every image on its own
 
     @property
     def backend(self) -> Backend:
@@ -149,16 +165,29 @@ class PoseEstimator:
     def from_config(cls, model: nn.Module | Backend, cfg: Config, *, device: str | torch.device = "cpu",
                     flip: bool | None = None, detector: PersonDetector | None = None, redetect_every: int = 10,
                     track_kpt_thr: float = 0.3, min_pose_score: float = 0.25,
-                    metadata: DatasetMeta | None = None) -> "PoseEstimator":
+                    metadata: DatasetMeta | None = None, tracking: bool = False, smoothing: str | None = None,
+                    min_cutoff: float | None = None, beta: float | None = None) -> "PoseEstimator":
         """Estimator for ``model`` (a pose network, run on ``device``, or any backend) with the geometry and test
         settings of ``cfg`` (``flip`` None: ``cfg.test.flip``). ``metadata``: the keypoints a bare network was
-        trained on (default: COCO person for 17 heatmaps); a backend carries its own."""
+        trained on (default: COCO person for 17 heatmaps); a backend carries its own. ``tracking``: the calls are
+        the frames of one stream: people get track ids and keypoints are smoothed (``smoothing`` none | one-euro,
+        ``min_cutoff`` Hz, ``beta`` 1/pixel; None: ``cfg.video``'s)."""
         backend = model if isinstance(model, Backend) else TorchBackend(
             model.eval(), ModelInfo.from_config(cfg, metadata=metadata), device)
         tracker = BoxTracker(detector, redetect_every=redetect_every, kpt_thr=track_kpt_thr,
                              min_pose_score=min_pose_score)
+        video = cfg.video
+        smoothing = (video.smoothing if tracking else "none") if smoothing is None else smoothing
+        if smoothing != "none" and not tracking:
+            raise ValueError(f"smoothing={smoothing!r} needs tracking=True (each person's filter follows its track "
+                             f"id); images and evaluation are never smoothed")
+        pose_tracker = PoseTracker(
+            backend.info.metadata.sigmas, match_thr=video.track_thr, max_missed=video.max_missed,
+            kpt_thr=video.kpt_thr, smoothing=smoothing, d_cutoff=video.d_cutoff,
+            min_cutoff=video.min_cutoff if min_cutoff is None else min_cutoff,
+            beta=video.beta if beta is None else beta) if tracking else None
         return cls(TopDownInference.from_config(backend, cfg, flip=flip), kpt_score_thr=cfg.test.kpt_score_thr,
-                   oks_nms_thr=cfg.test.oks_nms_thr, tracker=tracker)
+                   oks_nms_thr=cfg.test.oks_nms_thr, tracker=tracker, pose_tracker=pose_tracker)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "auto", *,
@@ -167,13 +196,16 @@ class PoseEstimator:
         training checkpoint (PyTorch), an ONNX export (ONNX Runtime, or ``backend="openvino"``) or an AOTInductor
         package (compiled; it holds native code, so it loads only with ``trust_code=True``). ``device``: auto | cpu
         | cuda (torch); ``threads``: the runtime's CPU threads (default every core); other keyword arguments go to
-        :meth:`from_config` (flip, detector, redetect_every, track_kpt_thr, min_pose_score)."""
+        :meth:`from_config` (flip, detector, redetect_every, track_kpt_thr, min_pose_score, tracking, smoothing,
+        min_cutoff, beta)."""
         model = load_backend(path, backend, trust_code=trust_code, device=device, threads=threads)
         return cls.from_config(model, model.config, **kwargs)
 
     def reset(self) -> None:
-        """Forget the tracked boxes (call between unrelated images)."""
+        """Forget the tracked boxes, track ids and filters (call between unrelated images or clips)."""
         self.tracker.reset()
+        if self.pose_tracker is not None:
+            self.pose_tracker.reset()
 
     def predict_boxes(self, image_bgr: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray | None = None,
                       padding: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,9 +220,11 @@ class PoseEstimator:
         return keypoints, scores, areas
 
     def __call__(self, image_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
-                 box_scores: Sequence[float] | np.ndarray | None = None) -> Prediction:
+                 box_scores: Sequence[float] | np.ndarray | None = None, timestamp: float | None = None) -> Prediction:
         """People of one BGR uint8 image ``(H, W, 3)``. ``boxes`` ``(N, 4)`` xywh in image pixels (optional, with
-        ``box_scores`` ``(N,)``); without them the tracker chooses (see the module docstring)."""
+        ``box_scores`` ``(N,)``); without them the tracker chooses (see the module docstring). With tracking, the
+        frame's ``timestamp`` in seconds, increasing (a video's frame time; None: the wall clock, for cameras);
+        without tracking it is not used."""
         h, w = check_image(image_bgr).shape[:2]
         num_keypoints = self.backend.info.num_keypoints
         padding = None
@@ -202,6 +236,7 @@ class PoseEstimator:
                 padding = 1.0  # the frame is the whole field of view: no margin to add
         if len(boxes) == 0:
             self.tracker.update(np.zeros((0, num_keypoints, 3)), np.zeros(0), (w, h))
+            self._track(np.zeros((0, num_keypoints, 3)), timestamp)  # every track counts a missed frame
             return Prediction([], mode, (w, h), num_keypoints=num_keypoints)
         keypoints, _, scale = self.inference.predict_boxes(image_bgr, boxes, padding)
         order, scores = select_instances(np.zeros(len(boxes)), keypoints, scores_in, instance_areas(scale),
@@ -210,7 +245,16 @@ class PoseEstimator:
                                          sigmas=self.metadata.sigmas)
         if mode == "given":
             order = np.arange(len(boxes))
-        self.tracker.update(keypoints[order], scores[order], (w, h))
-        people = [PoseResult(keypoints[i], np.asarray(boxes[i], np.float64).copy(), float(scores[i]),
-                             float(scores_in[i])) for i in order]
+        self.tracker.update(keypoints[order], scores[order], (w, h))  # boxes follow the unsmoothed keypoints
+        track_ids, shown = self._track(keypoints[order], timestamp)
+        people = [PoseResult(shown[j], np.asarray(boxes[i], np.float64).copy(), float(scores[i]),
+                             float(scores_in[i]), track_ids[j]) for j, i in enumerate(order)]
         return Prediction(people, mode, (w, h), crops=len(boxes), num_keypoints=num_keypoints)
+
+    def _track(self, keypoints: np.ndarray, timestamp: float | None) -> tuple[list[int | None], np.ndarray]:
+        """(track id or None per person, keypoints ``(N, K, 3)`` smoothed by the pose tracker, same dtype) of this
+        frame's people ``keypoints``; without tracking: Nones and the keypoints as they are."""
+        if self.pose_tracker is None:
+            return [None] * len(keypoints), keypoints
+        ids, smoothed = self.pose_tracker.update(keypoints, time.perf_counter() if timestamp is None else timestamp)
+        return [int(i) for i in ids], smoothed.astype(keypoints.dtype)

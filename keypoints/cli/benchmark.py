@@ -9,6 +9,9 @@ Sections (``--sections``, default all; the code is in ``keypoints/benchmark/``, 
                start seconds, and demo FPS (640x480 video, 2 people, tracking; read, predict, draw, write mp4)
   loader       training data loader on real COCO images: per-stage ms, items/s per worker count, data wait
   postprocess  flip-back, decoding, rescoring and OKS-NMS per 1,000 crops against the forward pass
+  video        track ids and One-Euro smoothing against none on a generated clip with known truth (a trained
+               model: --video-checkpoint): jitter, error, lag, identity switches, ms per person per frame; rows
+               appended to --video-csv (docs/video.md)
 
     python tools/benchmark.py --markdown                         # everything (~20 min on 2 cores)
     python tools/benchmark.py --quick                            # smoke run at small sizes
@@ -16,6 +19,8 @@ Sections (``--sections``, default all; the code is in ``keypoints/benchmark/``, 
     python tools/benchmark.py --sections inference --runtimes torch onnxruntime --inference-batches 1 8
     python tools/benchmark.py --sections loader --loader-config configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml
     python tools/benchmark.py --sections postprocess --json outputs/bench.json
+    python tools/benchmark.py --sections video --markdown       # needs outputs/quickstart/best.pth (make quickstart)
+    python tools/benchmark.py --sections video --video-seed 1 --video-min-cutoff 0.5 1 2 --video-beta 0.02 0.05
     # on a GPU (the DY-ReLU issue's setting: bs 256, 256x192, bf16 autocast, channels_last)
     python tools/benchmark.py --device cuda --batch-size 256 --sections dyrelu --compile --markdown
     python tools/benchmark.py --device cuda --batch-size 256 --sections models --markdown
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +38,7 @@ import torch
 
 from keypoints.benchmark import BenchSettings, format_table, measure_dyrelu_impls, measure_models
 from keypoints.benchmark import inference as bench_inference
+from keypoints.benchmark import video as bench_video
 from keypoints.benchmark.loader import loader_lines, measure_loader
 from keypoints.benchmark.postprocess import measure_postprocess, postprocess_lines
 from keypoints.benchmark.report import load_average
@@ -55,7 +62,8 @@ DYRELU_CONFIG = "configs/coco/mobilenetv3_large_dyrelu_c_deconv_256x192.yaml"
 INFERENCE_CONFIGS = ("configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml",
                      "configs/coco/mobilenetv3_small_dyrelu_c_256x192.yaml")
 POST_CONFIGS = ("configs/quickstart.yaml", "configs/coco/mobilenetv3_large_dyrelu_c_256x192.yaml")
-SECTIONS = ("models", "dyrelu", "inference", "loader", "postprocess")
+SECTIONS = ("models", "dyrelu", "inference", "loader", "postprocess", "video")
+VIDEO_CHECKPOINT = "outputs/quickstart/best.pth"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -100,6 +108,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--instances", type=int, default=None, help="instances timed (default 1000)")
     g.add_argument("--per-image", type=int, default=15, help="instances per image (OKS-NMS groups)")
     g.add_argument("--post-batch", type=int, default=64, help="post-processing batch (test.batch_size)")
+    g = p.add_argument_group("video (--quick: 16 frames, 1 round)")
+    g.add_argument("--video-checkpoint", default=VIDEO_CHECKPOINT, help="trained model (make quickstart writes it)")
+    g.add_argument("--video-frames", type=int, default=None, help="clip length at 30 FPS (default 90)")
+    g.add_argument("--video-people", type=int, default=3, help="people in the clip (their paths never cross)")
+    g.add_argument("--video-seed", type=int, default=0, help="clip seed (tune on another one than you report)")
+    g.add_argument("--video-min-cutoff", type=float, nargs="+", default=None,
+                   help="One-Euro min cutoffs in Hz, one row per pair with --video-beta (default: the model's config)")
+    g.add_argument("--video-beta", type=float, nargs="+", default=None, help="One-Euro betas in 1/pixel")
+    g.add_argument("--video-csv", default="results/video/video_benchmark.csv",
+                   help="CSV the rows are appended to (with commit, date, load average); '' for none")
     return p
 
 
@@ -200,6 +218,49 @@ def postprocess_section(args: argparse.Namespace, results: dict) -> None:
         results["postprocess"][path] = result
 
 
+def check_video_args(args: argparse.Namespace) -> None:
+    """The video section's inputs, before any section runs: a trained model and sensible clip settings."""
+    if not Path(args.video_checkpoint).is_file():
+        raise FileNotFoundError(f"--video-checkpoint {args.video_checkpoint} not found; train one with `make "
+                                f"quickstart` (about 4 min on a CPU) or pass a trained checkpoint")
+    if (args.video_frames is not None and args.video_frames < 8) or args.video_people < 1:
+        raise ValueError(f"the video section needs at least 8 frames and 1 person, got --video-frames "
+                         f"{args.video_frames} and --video-people {args.video_people}")
+    if any(not (math.isfinite(v) and v > 0) for v in args.video_min_cutoff or ()):
+        raise ValueError(f"--video-min-cutoff takes finite, positive frequencies (Hz), got {args.video_min_cutoff}")
+    if any(not (math.isfinite(v) and v >= 0) for v in args.video_beta or ()):
+        raise ValueError(f"--video-beta takes finite values >= 0 (1/pixel), got {args.video_beta}")
+
+
+def video_section(args: argparse.Namespace, results: dict) -> None:
+    from keypoints.predictor import PoseEstimator
+
+    estimator = PoseEstimator.from_checkpoint(args.video_checkpoint, device="cpu", flip=False)
+    video = estimator.backend.config.video
+    variants: dict[str, dict] = {"none": {"smoothing": "none"}}
+    for fc in args.video_min_cutoff or [video.min_cutoff]:
+        for beta in args.video_beta or [video.beta]:
+            variants[f"one-euro {fc:g} Hz, beta {beta:g}"] = {"smoothing": "one-euro", "min_cutoff": fc, "beta": beta}
+    common = {"match_thr": video.track_thr, "max_missed": video.max_missed, "kpt_thr": video.kpt_thr,
+              "d_cutoff": video.d_cutoff}
+    settings = bench_video.VideoSettings(frames=args.video_frames or (16 if args.quick else 90),
+                                         people=args.video_people, seed=args.video_seed,
+                                         rounds=args.repeats or (1 if args.quick else 5))
+    result = bench_video.measure_video(estimator, {k: {**common, **v} for k, v in variants.items()}, settings)
+    w, h = result["size"]
+    print(f"## Video: {args.video_checkpoint} on a {result['frames']}-frame {w}x{h} clip at {result['fps']:g} FPS "
+          f"(seed {settings.seed}, {result['people']} people, paths not crossing, truth moving "
+          f"{result['truth_speed_px_per_frame']:.1f} px/frame on average), detector-like boxes (noisy true boxes, "
+          f"shuffled), flip off; pixels over the joints visible in the truth; tracker ms: medians of "
+          f"{settings.rounds} interleaved rounds\n")
+    print(format_table(result["rows"], bench_video.VIDEO_COLUMNS, args.markdown) + "\n")
+    print("\n".join(bench_video.target_lines(result["rows"])) + "\n")
+    if args.video_csv:
+        path = bench_video.append_csv(args.video_csv, result, args.video_checkpoint, settings.seed)
+        print(f"rows appended to {path}\n")
+    results["video"] = result
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Every count, size and file of the selected sections, before any section runs (a wrong value never becomes a
     default: 0 is refused, not read as 'not given'), and --json against the output policy (keypoints.outputs)."""
@@ -239,6 +300,8 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
+    if "video" in args.sections:
+        check_video_args(args)
     check_args(args)
     torch.set_num_threads(args.threads)
     env = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -250,7 +313,7 @@ def main(args: argparse.Namespace) -> dict:
     if {"models", "dyrelu"} & set(args.sections):
         models_sections(args, results)
     for name, section in (("inference", inference_section), ("loader", loader_section),
-                          ("postprocess", postprocess_section)):
+                          ("postprocess", postprocess_section), ("video", video_section)):
         if name in args.sections:
             section(args, results)
     env["load_average_end"] = load_average()
