@@ -12,29 +12,46 @@ A sweep file (YAML) names the runs and the budget shared by all of them; paths a
       relu: {config: ../synthetic/relu.yaml}
       dyrelu_c: {config: ../synthetic/dyrelu_c.yaml, opts: [model.dyrelu.tau=10]}
 
+The file is checked against a schema before any work (:func:`load_sweep`): valid YAML without a key given twice
+(PyYAML would keep the last silently), run names that are plain folder names (letters, digits, ``. _ + -``; no
+``..`` or separators, unique also ignoring case), seeds a non-empty list of unique integers >= 0, epochs a positive
+integer, opts lists of ``key=value`` strings, groups a mapping of names to lists of run names, baseline a run name,
+description a string, and config files that exist.
+
 Each run x seed trains in its own folder ``OUT/runs/<name>/seed<N>`` (a subprocess of ``tools/train.py``, its
 console output in ``OUT/logs/<name>_seed<N>.log``). A run is finished when its ``metrics.csv`` has a row for the
 final epoch with AP (or its ``last.pth`` says the final epoch is done); an unfinished one is resumed with
 ``--resume``; a folder without a checkpoint (a run that died in its first epoch) is moved aside to
 ``<folder>.failed<k>`` and the run starts again. A folder trained with a different config is an error, never mixed
 into the table. The summary takes each run's final-epoch metrics from its ``metrics.csv``.
+
+Processes: one runner per sweep folder (a lock on ``OUT``), and one trainer per run folder (the trainer's own lock,
+:class:`keypoints.training.RunLock`: a folder still held by a trainer is reported as in use, never trained twice).
+The runner stops its training child when it ends in any way: on Ctrl-C, SIGTERM or an error it terminates the child
+(SIGTERM, SIGKILL after a grace period) and waits for it; on Linux the child also gets SIGTERM from the kernel when
+the runner dies without a chance to clean up (``kill -9``: ``PR_SET_PDEATHSIG``).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import logging
 import math
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
 from .config import Config, config_from_dict, config_to_dict, load_config
+from .outputs import atomic_path, child_path, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +59,10 @@ SWEEP_KEYS = ("description", "seeds", "epochs", "opts", "baseline", "groups", "r
 METRICS = ("AP", "AP50", "AR")  # the columns of the summary table (all in [0, 1])
 TRAIN_MODULE = "keypoints.cli.train"  # each run: python -m keypoints.cli.train (tools/train.py)
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])  # children import this copy of the package
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a folder name, a table cell and part of a log name
+OPT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*=")  # key=value, as --opts takes it
+STOP_GRACE_S = 10.0  # seconds a terminated training child gets before it is killed
+LOCK_NAME = ".ablate.lock"
 
 
 @dataclass
@@ -72,40 +93,143 @@ class RunResult:
     train_time_s: float = math.nan  # sum of epoch_time_s over the epochs (training only, no evaluation)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently: a
+    duplicate run name would drop a run)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        except TypeError:  # an unhashable key: construct_mapping says so
+            continue
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parsed YAML of ``path`` (duplicate keys refused); syntax errors as one line with the line number."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{what} {path} is not valid YAML: {problem}{where}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not a text file (UTF-8)") from None
+
+
+def check_run_name(name: object, where: str) -> str:
+    """A run name: a string that is one plain folder name (:func:`keypoints.outputs.child_path`) of letters, digits
+    and ``. _ + -`` (it names ``runs/<name>``, a log file and a table row)."""
+    if not isinstance(name, str):
+        raise ValueError(f"{where}: run name {name!r} is a {type(name).__name__}; quote it to make it a name")
+    child_path("runs", name, f"{where}: run name")
+    if not RUN_NAME.fullmatch(name):
+        raise ValueError(f"{where}: run name {name!r} may hold only letters, digits and . _ + - (it becomes a folder "
+                         f"name), starting with a letter or digit")
+    return name
+
+
+def check_seeds(seeds: object, where: str) -> tuple[int, ...]:
+    """A non-empty list of unique integers >= 0 (a repeated seed would train once and count twice)."""
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ValueError(f"{where}: seeds must be a non-empty list of integers >= 0, e.g. [0, 1, 2], got {seeds!r}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"{where}: seed {seed!r} is not an integer >= 0")
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(f"{where}: seed(s) {', '.join(map(str, repeated))} listed twice; each seed trains once, so "
+                         f"give each seed once")
+    return tuple(seeds)
+
+
+def check_opts(opts: object, where: str) -> tuple[str, ...]:
+    """A list of ``key=value`` strings (None: none)."""
+    if opts is None:
+        return ()
+    if not isinstance(opts, (list, tuple)):
+        raise ValueError(f"{where}: opts must be a list of key=value strings, got {opts!r}")
+    for opt in opts:
+        if not isinstance(opt, str) or not OPT.match(opt):
+            raise ValueError(f"{where}: override {opt!r} is not key=value (e.g. train.lr=5e-4)")
+    return tuple(opts)
+
+
+def check_epochs(epochs: object, where: str) -> int | None:
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"{where}: epochs must be a positive integer, got {epochs!r}")
+    return epochs
+
+
 def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file; config paths are resolved relative to it."""
+    """Read a sweep file and check it against the schema of the module docstring before any work; config paths are
+    resolved relative to it. Every problem is a one-line ``ValueError`` / ``FileNotFoundError``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "sweep")
+    where = f"sweep {path}"
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"sweep '{path}' must be a mapping with keys {', '.join(SWEEP_KEYS)}")
+        raise ValueError(f"{where} must be a mapping with keys {', '.join(SWEEP_KEYS)}")
     unknown = [k for k in data if k not in SWEEP_KEYS]
     if unknown:
         raise ValueError(f"unknown key '{unknown[0]}' in sweep '{path}'; valid keys: {', '.join(SWEEP_KEYS)}")
     if not isinstance(data.get("runs"), dict) or not data["runs"]:
         raise ValueError(f"sweep '{path}' needs 'runs': a mapping of name -> {{config: FILE, opts: [...]}}")
-    runs = []
+    runs, folded = [], {}
     for name, spec in data["runs"].items():
+        check_run_name(name, where)
+        if name.lower() in folded:  # one folder on case-insensitive file systems (macOS, Windows)
+            raise ValueError(f"{where}: run names '{folded[name.lower()]}' and '{name}' differ only in case; they "
+                             f"would share a folder on some file systems: rename one")
+        folded[name.lower()] = name
         spec = {"config": spec} if isinstance(spec, str) else spec
-        if not isinstance(spec, dict) or "config" not in spec or set(spec) - {"config", "opts"}:
+        if not isinstance(spec, dict) or not isinstance(spec.get("config"), str) or set(spec) - {"config", "opts"}:
             raise ValueError(f"run '{name}' in sweep '{path}' must be {{config: FILE, opts: [key=value, ...]}}")
         config = (path.parent / spec["config"]).resolve()
         if not config.is_file():
             raise FileNotFoundError(f"config of run '{name}' not found: {config} (sweep '{path}')")
-        runs.append(RunSpec(str(name), config, tuple(spec.get("opts") or ())))
+        runs.append(RunSpec(name, config, check_opts(spec.get("opts"), f"{where}, run '{name}'")))
     names = [r.name for r in runs]
-    groups = {str(g): list(members) for g, members in (data.get("groups") or {}).items()}
-    for g, members in groups.items():
+    raw_groups = data.get("groups")
+    if raw_groups is not None and not isinstance(raw_groups, dict):
+        raise ValueError(f"{where}: groups must be a mapping of group name -> list of run names, e.g. "
+                         f"{{activation: [{', '.join(names[:2])}]}}, got {raw_groups!r}")
+    groups = {}
+    for g, members in (raw_groups or {}).items():
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            raise ValueError(f"{where}: group '{g}' must be a non-empty list of run names, got {members!r}")
         for m in members:
             if m not in names:
                 raise ValueError(f"group '{g}' in sweep '{path}' names unknown run '{m}'; runs: {', '.join(names)}")
+        if len(set(members)) != len(members):
+            raise ValueError(f"{where}: group '{g}' lists a run twice: {members}")
+        groups[str(g)] = list(members)
     baseline = data.get("baseline")
-    if baseline is not None and baseline not in names:
+    if baseline is not None and (not isinstance(baseline, str) or baseline not in names):
         raise ValueError(f"baseline '{baseline}' of sweep '{path}' is not a run; runs: {', '.join(names)}")
-    return Sweep(runs=runs, seeds=tuple(int(s) for s in data.get("seeds", [0])), epochs=data.get("epochs"),
-                 opts=tuple(data.get("opts") or ()), baseline=baseline, groups=groups,
-                 description=str(data.get("description", "")).strip())
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ValueError(f"{where}: description must be a string, got {description!r}")
+    return Sweep(runs=runs, seeds=check_seeds(data.get("seeds", [0]), where),
+                 epochs=check_epochs(data.get("epochs"), where), opts=check_opts(data.get("opts"), where),
+                 baseline=baseline, groups=groups, description=(description or "").strip())
 
 
 def select_runs(sweep: Sweep, names: Sequence[str]) -> Sweep:
@@ -129,7 +253,7 @@ def run_overrides(sweep: Sweep, run: RunSpec, seed: int, extra: Sequence[str] = 
 
 
 def run_folder(output_dir: str | Path, name: str, seed: int) -> Path:
-    return Path(output_dir) / "runs" / name / f"seed{seed}"
+    return child_path(Path(output_dir) / "runs", name, "run name") / f"seed{seed}"
 
 
 # ----------------------------------------------------------------------------- state of a run folder
@@ -226,6 +350,165 @@ def _move_aside(folder: Path) -> Path:
     return target
 
 
+class Terminated(Exception):
+    """The runner got SIGTERM (or SIGHUP); its training child has been stopped. ``signum``: the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` while the sweep runs, so the ``finally`` that stops the training
+    child runs (their default action ends the process at once). Ctrl-C raises KeyboardInterrupt already."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """``preexec_fn`` of the training child on Linux: the kernel sends it SIGTERM when the runner dies, however it
+    dies (``kill -9`` included: no ``finally`` runs then). None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only makes the call
+    parent, pr_set_pdeathsig = os.getpid(), 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the runner died before the call took effect
+            os._exit(1)
+
+    return preexec
+
+
+def stop_process(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> int:
+    """Stop ``proc``: SIGTERM, SIGKILL after ``grace`` seconds, and wait for it (no zombie, no orphan); its exit
+    status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def run_child(cmd: list[str], log: Any, env: dict[str, str], started: Callable[[int], None] = lambda pid: None,
+              grace: float = STOP_GRACE_S) -> int:
+    """Run ``cmd`` with its output in the open file ``log``; its exit status. However this returns (an exception,
+    Ctrl-C, :class:`Terminated`), the child is not left running."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent())
+    try:
+        started(proc.pid)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            logger.warning("stopping the training process %d", proc.pid)
+            stop_process(proc, grace)
+
+
+class SweepLock:
+    """One runner per sweep folder: an exclusive ``flock`` on the folder (released by the operating system when the
+    runner ends, however it ends); ``OUT/.ablate.lock`` names the holder for the error of a second runner."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.fd, self.info = Path(folder), None, Path(folder) / LOCK_NAME
+
+    def __enter__(self) -> "SweepLock":
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: no lock
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.info.read_text().strip() if self.info.is_file() else "another process"
+            raise ValueError(f"sweep folder {self.folder} is in use by another tools/ablate.py ({holder}); wait for it "
+                             f"to end or stop it, then run the sweep again") from None
+        self.fd = fd
+        self.info.write_text(f"pid {os.getpid()}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            self.info.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_not_in_use(folder: Path) -> None:
+    """A one-line ValueError when a training process holds ``folder`` (its :class:`keypoints.training.RunLock`): a
+    trainer of an earlier runner that is still running. Never waits, never retries."""
+    from .training import RunLock
+
+    if not folder.is_dir():
+        return
+    try:
+        RunLock(folder).acquire().release()
+    except ValueError:
+        holder = (folder / ".train.lock").read_text().strip() if (folder / ".train.lock").is_file() else "unknown"
+        raise ValueError(f"run folder {folder} is in use by another training process ({holder}), e.g. one left "
+                         f"running by an earlier tools/ablate.py; stop it or wait for it, then run the sweep "
+                         f"again") from None
+
+
+def _last_error(log_path: Path) -> str:
+    """The last ``error: ...`` line of a run's log (the trainer's one-line user error), or ''."""
+    with contextlib.suppress(OSError):
+        with log_path.open("rb") as f:
+            f.seek(max(0, log_path.stat().st_size - 8192))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return next((line.strip() for line in reversed(lines) if line.startswith("error:")), "")
+    return ""
+
+
+@dataclass
+class PlannedRun:
+    run: RunSpec
+    seed: int
+    overrides: list[str]
+    cfg: Config
+    folder: Path
+    state: str  # new | stale | partial | done (run_state)
+
+
+def plan_sweep(sweep: Sweep, output_dir: str | Path, data_root: str | None = None,
+               extra_opts: Sequence[str] = ()) -> list[PlannedRun]:
+    """Every run x seed with its resolved config and folder state, seed-major, before any training: a bad override,
+    a config that does not load or a folder of another config fails here, not after the first runs trained."""
+    plan = []
+    for seed in sweep.seeds:  # seed-major: an interrupted sweep has every config at the same number of seeds
+        for run in sweep.runs:
+            overrides = run_overrides(sweep, run, seed, extra_opts)
+            cfg = load_config(run.config, overrides + ([f"data.root={data_root}"] if data_root else []))
+            folder = run_folder(output_dir, run.name, seed)
+            state = run_state(folder, cfg)
+            if cfg.train.init_from and state in ("new", "stale") and not Path(cfg.train.init_from).is_file():
+                raise FileNotFoundError(f"train.init_from of run '{run.name}' not found: {cfg.train.init_from} "
+                                        f"(relative paths are taken from the current folder)")
+            plan.append(PlannedRun(run, seed, overrides, cfg, folder, state))
+    return plan
+
+
 def run_sweep(sweep: Sweep, output_dir: str | Path, device: str = "auto", data_root: str | None = None,
               extra_opts: Sequence[str] = (), threads: int | None = None,
               dry_run: bool = False) -> dict[tuple[str, int], str]:
@@ -234,47 +517,59 @@ def run_sweep(sweep: Sweep, output_dir: str | Path, device: str = "auto", data_r
     Outcomes: ``skipped`` (already finished), ``trained``, ``resumed``, ``failed`` (non-zero exit; the sweep goes on,
     see ``OUT/logs``) or, with ``dry_run``, ``would train`` / ``would resume`` (commands are logged, nothing runs).
     ``threads`` sets ``OMP_NUM_THREADS`` of the runs (CPU training on a busy machine: 1 thread avoids OpenMP threads
-    waiting for each other, measured 16x faster per step than 2 threads on 2 shared cores).
+    waiting for each other, measured 16x faster per step than 2 threads on 2 shared cores). A run folder held by
+    another training process, or the sweep folder held by another runner, is a one-line ``ValueError`` before any
+    training; see the module docstring for how the training child is stopped.
     """
     output_dir = Path(output_dir)
-    outcomes: dict[tuple[str, int], str] = {}
-    total = len(sweep.runs) * len(sweep.seeds)
+    plan = plan_sweep(sweep, output_dir, data_root, extra_opts)
+    if dry_run:
+        return _run_plan(plan, output_dir, device, data_root, {}, dry_run=True)
     # train.py imports the package of its own checkout, as the caller does (not another installed copy)
     paths = [PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    for seed in sweep.seeds:  # seed-major: an interrupted sweep has every config at the same number of seeds
-        for run in sweep.runs:
-            overrides = run_overrides(sweep, run, seed, extra_opts)
-            cfg = load_config(run.config, overrides + ([f"data.root={data_root}"] if data_root else []))
-            folder = run_folder(output_dir, run.name, seed)
-            state = run_state(folder, cfg)
-            index = len(outcomes) + 1
-            if state == "done":
-                outcomes[(run.name, seed)] = "skipped"
-                logger.info("[%d/%d] %s seed %d: finished, skipped", index, total, run.name, seed)
-                continue
-            cmd = train_command(run.config, folder, overrides, device, data_root, state == "partial")
-            if dry_run:
-                outcomes[(run.name, seed)] = "would resume" if state == "partial" else "would train"
-                logger.info("[%d/%d] %s", index, total, " ".join(cmd))
-                continue
-            if state == "stale":
-                logger.warning("%s has no checkpoint (a run that died early): moved to %s", folder,
-                               _move_aside(folder))
-            log_path = output_dir / "logs" / f"{run.name}_seed{seed}.log"
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            logger.info("[%d/%d] %s seed %d: %s (log %s)", index, total, run.name, seed,
-                        "resuming" if state == "partial" else "training", log_path)
-            with log_path.open("a") as log:
-                log.write("$ " + " ".join(cmd) + "\n")
-                log.flush()
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-            outcome = "failed" if rc != 0 else "resumed" if state == "partial" else "trained"
-            outcomes[(run.name, seed)] = outcome
-            if rc != 0:
-                logger.error("%s seed %d failed (exit %d); see %s", run.name, seed, rc, log_path)
+    with SweepLock(output_dir), _signals_raise():
+        for item in plan:
+            if item.state != "done":
+                check_not_in_use(item.folder)
+        return _run_plan(plan, output_dir, device, data_root, env)
+
+
+def _run_plan(plan: list[PlannedRun], output_dir: Path, device: str, data_root: str | None, env: dict[str, str],
+              dry_run: bool = False) -> dict[tuple[str, int], str]:
+    outcomes: dict[tuple[str, int], str] = {}
+    for index, item in enumerate(plan, 1):
+        run, seed, folder, state, key = item.run, item.seed, item.folder, item.state, (item.run.name, item.seed)
+        if state == "done":
+            outcomes[key] = "skipped"
+            logger.info("[%d/%d] %s seed %d: finished, skipped", index, len(plan), run.name, seed)
+            continue
+        cmd = train_command(run.config, folder, item.overrides, device, data_root, state == "partial")
+        if dry_run:
+            outcomes[key] = "would resume" if state == "partial" else "would train"
+            logger.info("[%d/%d] %s", index, len(plan), " ".join(cmd))
+            continue
+        if state == "stale":
+            check_not_in_use(folder)
+            logger.warning("%s has no checkpoint (a run that died early): moved to %s", folder, _move_aside(folder))
+        log_path = output_dir / "logs" / f"{run.name}_seed{seed}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as log:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            rc = run_child(cmd, log, env, started=lambda pid: logger.info(
+                "[%d/%d] %s seed %d: %s (pid %d, log %s)", index, len(plan), run.name, seed,
+                "resuming" if state == "partial" else "training", pid, log_path))
+        outcome = "failed" if rc != 0 else "resumed" if state == "partial" else "trained"
+        outcomes[key] = outcome
+        if rc != 0:
+            error = _last_error(log_path)
+            if "in use by another training process" in error:  # a trainer that started after the check above
+                raise ValueError(f"{run.name} seed {seed}: {error[len('error: '):]}")
+            logger.error("%s seed %d failed (exit %d%s); see %s", run.name, seed, rc,
+                         f": {error}" if error else "", log_path)
     return outcomes
 
 
@@ -365,15 +660,15 @@ def format_markdown(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
 
 
 def write_results_csv(results: list[RunResult], path: str | Path) -> Path:
-    """One row per run x seed: name, seed, status, final-epoch metrics, training seconds, folder."""
+    """One row per run x seed: name, seed, status, final-epoch metrics, training seconds, folder (atomic)."""
     keys = sorted({k for r in results for k in r.metrics if k != "epoch"})
-    with Path(path).open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["name", "seed", "status", "epoch", *keys, "train_time_s", "folder"])
-        for r in results:
-            writer.writerow([r.name, r.seed, r.status, int(r.metrics["epoch"]) if r.metrics else "",
-                             *(r.metrics.get(k, "") for k in keys), r.train_time_s, r.folder])
-    return Path(path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["name", "seed", "status", "epoch", *keys, "train_time_s", "folder"])
+    for r in results:
+        writer.writerow([r.name, r.seed, r.status, int(r.metrics["epoch"]) if r.metrics else "",
+                         *(r.metrics.get(k, "") for k in keys), r.train_time_s, r.folder])
+    return write_text(path, text.getvalue())
 
 
 def plot_summary(sweep: Sweep, rows: list[dict[str, Any]], results: list[RunResult], path: str | Path,
@@ -415,6 +710,7 @@ def plot_summary(sweep: Sweep, rows: list[dict[str, Any]], results: list[RunResu
     ax.set_title(title or (sweep.description.splitlines()[0] if sweep.description else ""), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:  # same suffix: matplotlib picks the format by it
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return Path(path)

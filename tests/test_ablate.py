@@ -1,6 +1,12 @@
 """tools/ablate.py: a sweep of 2 tiny configs x 2 seeds x 1 epoch, resume/skip logic, table = metrics files."""
 import csv
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
@@ -139,3 +145,101 @@ def test_shipped_sweeps_resolve_to_the_paper_set(sweep):
     assert acts == {("relu", "relu", False), ("original", "original", True), ("dyrelu_a", "dyrelu_a", False),
                     ("dyrelu_b", "dyrelu_b", False), ("dyrelu_c", "dyrelu_c", False), ("dyrelu_c", "relu", False),
                     ("relu", "dyrelu_c", False), ("dyrelu_b", "dyrelu_c", False)}
+
+
+# ----------------------------------------------------------------------------- the runner's processes (issue 19)
+
+
+def _tiny_sweep(tmp_path, epochs=1):
+    spec = {"seeds": [0], "epochs": epochs, "opts": TINY,
+            "runs": {"relu": {"config": str(ROOT / "configs/ablations/synthetic/relu.yaml")}}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, ended but not yet collected by its parent, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
+@pytest.mark.parametrize("sig, status", [
+    (signal.SIGTERM, 128 + signal.SIGTERM),
+    pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),
+    pytest.param(signal.SIGKILL, -signal.SIGKILL, marks=pytest.mark.slow)],  # no cleanup at all: the kernel's signal
+    ids=["sigterm", "ctrl-c", "kill-9"])
+def test_runner_never_leaves_its_trainer_running(sig, status, tmp_path, tiny_data):
+    """The real tools/ablate.py with a long tiny run: the runner is stopped while its training child runs; the child
+    must be gone a few seconds later (before: it kept training, and a resumed sweep started a second trainer in the
+    same folder). SIGTERM / Ctrl-C: the runner stops and collects it (exit 143 / 130, one line on stderr); kill -9:
+    the kernel sends it SIGTERM (PR_SET_PDEATHSIG)."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "tools" / "ablate.py"), "--sweep", str(_tiny_sweep(tmp_path, epochs=500)),
+           "--output-dir", str(out), "--data-root", str(tiny_data), "--device", "cpu", "--threads", "1"]
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        runner = subprocess.Popen(cmd, stdout=stdout, stderr=stderr,
+                                  env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    try:
+        child, deadline = None, time.monotonic() + 120
+        while child is None and time.monotonic() < deadline and runner.poll() is None:
+            log = (out / "ablate.log").read_text() if (out / "ablate.log").is_file() else ""
+            found = re.search(r"\(pid (\d+), log", log)
+            child = int(found.group(1)) if found else time.sleep(0.1)
+        assert child is not None and _alive(child), (tmp_path / "stderr").read_text()[-2000:]
+        time.sleep(1.0)  # the child is importing or training now
+        runner.send_signal(sig)
+        assert runner.wait(timeout=30) == status
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), f"the training process {child} survived its runner"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    if sig != signal.SIGKILL:
+        err = (tmp_path / "stderr").read_text().strip().splitlines()
+        assert len(err) == 1 and err[0] in ("interrupted", "terminated by SIGTERM; the training process was stopped")
+        assert not (out / ".ablate.lock").exists()
+
+
+def test_run_folder_held_by_a_trainer_is_refused_not_trained(tmp_path, tiny_data):
+    """A trainer still holding a run folder (its RunLock: one left by a runner killed before this fix, or started by
+    hand): the sweep refuses at once with one line, before training anything or moving the folder aside."""
+    from keypoints.training import RunLock
+
+    folder = tmp_path / "sweep" / "runs" / "relu" / "seed0"
+    folder.mkdir(parents=True)  # no checkpoint yet: would be moved aside as a dead run
+    with RunLock(folder):
+        with pytest.raises(ValueError, match="is in use by another training process"):
+            _main(_tiny_sweep(tmp_path), tmp_path / "sweep", tiny_data)
+    assert folder.is_dir() and not (tmp_path / "sweep" / "logs").exists()
+    assert not list(folder.parent.glob("seed0.failed*"))
+
+
+def test_second_runner_on_one_sweep_folder_is_refused(tmp_path, tiny_data):
+    out = tmp_path / "sweep"
+    with ablation.SweepLock(out):
+        with pytest.raises(ValueError, match="in use by another tools/ablate.py"):
+            _main(_tiny_sweep(tmp_path), out, tiny_data)
+    assert not (out / "runs").exists()
+
+
+def test_failed_run_reports_the_trainers_error(tmp_path, tiny_data):
+    """A run whose trainer refuses (here: an annotation file the data root lacks) is a failure with the trainer's
+    own one-line error in the runner's log, not a bare exit status; the summary is still written and the exit
+    status is 1."""
+    with pytest.raises(SystemExit) as stop:
+        _main(_tiny_sweep(tmp_path), tmp_path / "sweep", tiny_data, "--opts", "data.train_ann=annotations/none.json")
+    assert stop.value.code == 1 and (tmp_path / "sweep" / "summary.md").is_file()
+    assert "relu seed 0 failed (exit 2: error: " in (tmp_path / "sweep" / "ablate.log").read_text()
+
+
+def test_missing_init_from_is_refused_before_training(tmp_path, tiny_data):
+    with pytest.raises(FileNotFoundError, match="train.init_from"):
+        _main(_tiny_sweep(tmp_path), tmp_path / "sweep", tiny_data, "--opts", "train.init_from=no_such_model.pth")
+    assert not (tmp_path / "sweep").exists()
