@@ -132,11 +132,13 @@ def read_yaml(path: Path, what: str) -> Any:
 
 
 def check_run_name(name: object, where: str) -> str:
-    """A run name: a string that is one plain folder name (:func:`keypoints.outputs.child_path`) of letters, digits
-    and ``. _ + -`` (it names ``runs/<name>``, a log file and a table row)."""
+    """A run name: a string that is one plain folder name (:func:`keypoints.outputs.child_path`) of at most 100
+    letters, digits and ``. _ + -`` (it names ``runs/<name>``, a log file and a table row)."""
     if not isinstance(name, str):
         raise ValueError(f"{where}: run name {name!r} is a {type(name).__name__}; quote it to make it a name")
     child_path("runs", name, f"{where}: run name")
+    if len(name) > 100:
+        raise ValueError(f"{where}: run name {name[:20]!r}... is {len(name)} characters long; at most 100")
     if not RUN_NAME.fullmatch(name):
         raise ValueError(f"{where}: run name {name!r} may hold only letters, digits and . _ + - (it becomes a folder "
                          f"name), starting with a letter or digit")
@@ -158,7 +160,8 @@ def check_seeds(seeds: object, where: str) -> tuple[int, ...]:
 
 
 def check_opts(opts: object, where: str) -> tuple[str, ...]:
-    """A list of ``key=value`` strings (None: none)."""
+    """A list of ``key=value`` strings (None: none); ``train.seed`` is refused (the sweep's seeds set it, and would
+    win silently)."""
     if opts is None:
         return ()
     if not isinstance(opts, (list, tuple)):
@@ -166,6 +169,9 @@ def check_opts(opts: object, where: str) -> tuple[str, ...]:
     for opt in opts:
         if not isinstance(opt, str) or not OPT.match(opt):
             raise ValueError(f"{where}: override {opt!r} is not key=value (e.g. train.lr=5e-4)")
+        if opt.split("=", 1)[0].strip() == "train.seed":
+            raise ValueError(f"{where}: override {opt!r} would be replaced by each seed of the sweep; list the seeds "
+                             f"in 'seeds' (or --seeds) instead")
     return tuple(opts)
 
 
@@ -227,8 +233,14 @@ def load_sweep(path: str | Path) -> Sweep:
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise ValueError(f"{where}: description must be a string, got {description!r}")
+    epochs = check_epochs(data.get("epochs"), where)
+    if epochs is not None:
+        for opts, owner in [(data.get("opts") or [], "opts"), *((r.opts, f"run '{r.name}'") for r in runs)]:
+            if any(o.split("=", 1)[0].strip() == "train.epochs" for o in opts):
+                raise ValueError(f"{where}: {owner} sets train.epochs, which 'epochs: {epochs}' replaces for every "
+                                 f"run; give the budget once")
     return Sweep(runs=runs, seeds=check_seeds(data.get("seeds", [0]), where),
-                 epochs=check_epochs(data.get("epochs"), where), opts=check_opts(data.get("opts"), where),
+                 epochs=epochs, opts=check_opts(data.get("opts"), where),
                  baseline=baseline, groups=groups, description=(description or "").strip())
 
 

@@ -16,10 +16,11 @@ Rules (one place, used by every tool):
    (``--overwrite`` in the tools).
 5. **Names from data stay inside**: a file or run name taken from data (an image name, a sweep's run name) must be
    one plain path component (:func:`child_path`): no ``..``, no separators, not absolute.
-6. **Only plain files and folders**: an existing output that is a device, a pipe or a socket (``/dev/null``, a FIFO)
-   is refused (renaming over it would replace the device node; reading its kind could block); two outputs of one
-   command may not be the same path (:func:`distinct_outputs`); a file output spelled with a trailing separator
-   (a folder name) is refused.
+6. **Only plain files and folders, named for what they hold**: an existing output that is a device, a pipe or a
+   socket (``/dev/null``, a FIFO) is refused (renaming over it would replace the device node; reading its kind could
+   block); two outputs of one command may not be the same path (:func:`distinct_outputs`); a file output spelled
+   with a trailing separator (a folder name), one under a broken link, one whose temporary name would be too long,
+   and a non-model output with a model file's suffix (results written to ``best.pth``) are refused.
 
 Violations raise a one-line ``ValueError`` naming the flag and what to do, before any work is done. Folders a
 command owns (a training run, an ablation sweep) are created and probed by :func:`check_output_dir`.
@@ -43,6 +44,7 @@ __all__ = ["atomic_path", "write_text", "write_json", "check_output", "child_pat
 PARTIAL = ".partial"  # marks temporary files of atomic writes
 _TOKEN = 8  # hex digits of the random part of a temporary name
 NAME_MAX = 255  # bytes of one file name on Linux, macOS and Windows file systems
+_MODEL_KINDS = ("checkpoint", "onnx", "aoti")  # keypoints.modelfile's kinds: their writers name the files
 
 
 def _partial_name(path: Path) -> Path:
@@ -184,6 +186,19 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def _cannot_write(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (permissions, a read-only or virtual file system such as /proc),
+    found by creating and deleting a probe file there (``os.access`` says yes to root and to read-only mounts of
+    some kinds); None when one can."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
 def _inside(inner: Path, outer: Path) -> bool:
     inner, outer = inner.resolve(), outer.resolve()
     return inner == outer or outer in inner.parents
@@ -222,13 +237,31 @@ def check_output(path: str | Path, *, flag: str, kind: str, inputs: Iterable[str
             raise ValueError(f"{flag} folder {path} holds the input folder {given}; choose another output folder")
         if folder and given.is_dir() and path.resolve() == given.resolve():
             raise ValueError(f"{flag} {path} is the input folder; choose another output folder")
+    if not folder and kind not in _MODEL_KINDS:
+        from .modelfile import KINDS, kind_of_suffix
+
+        claimed = kind_of_suffix(path)
+        if claimed is not None:  # a results JSON named best.pth would be taken for a model file later
+            raise ValueError(f"{flag} {path} has the suffix of {KINDS[claimed].description}, but this command writes "
+                             f"a {kind} file there: choose a name with a {kind} suffix")
+    if not folder and path.is_symlink():  # the rename would replace the link itself, not the file it names
+        raise ValueError(f"{flag} {path} is a symbolic link (to {os.readlink(path)}); writing would replace the link, "
+                         f"not its file: pass the file's own path or another one")
+    nearest = Path(".")
     for parent in path.parents:
+        if parent.is_symlink() and not parent.exists():
+            raise ValueError(f"{flag} {path} is under the broken link {parent} (to {os.readlink(parent)}); fix the "
+                             f"link or choose another path")
         if parent.exists() and not parent.is_dir():
             raise ValueError(f"{flag} {path} is under the file {parent}; choose a path in a folder")
         if parent.exists():
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"cannot write {flag} {path}: folder {parent} is not writable")
+            nearest = parent
             break
+    probe = path if folder and path.is_dir() else nearest
+    reason = _cannot_write(probe)
+    if reason:
+        raise ValueError(f"{flag} {path} cannot be written ({reason}); folder {probe} takes no new files: choose a "
+                         f"writable folder")
     if not path.exists():
         return path
     mode = path.stat().st_mode

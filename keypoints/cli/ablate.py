@@ -101,6 +101,9 @@ def main(args: argparse.Namespace) -> list[dict]:
         sweep.seeds = tuple(args.seeds)
     if args.epochs is not None:
         sweep.epochs = args.epochs
+    if sweep.epochs is not None and any(o.split("=", 1)[0].strip() == "train.epochs" for o in args.opts):
+        raise ValueError(f"--opts sets train.epochs, which the sweep's budget ({sweep.epochs} epochs) replaces for "
+                         f"every run; pass --epochs instead")
     if not args.report_only:  # every run's config and folder, before anything is written
         plan_sweep(sweep, out, args.data_root, args.opts)
     summary_md, results_csv, summary_png = check_outputs(args, sweep)

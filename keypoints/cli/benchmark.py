@@ -300,9 +300,9 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
+    check_args(args)
     if "video" in args.sections:
         check_video_args(args)
-    check_args(args)
     torch.set_num_threads(args.threads)
     env = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "threads": args.threads, "quick": args.quick, "load_average_start": load_average()}

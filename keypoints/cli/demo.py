@@ -139,9 +139,10 @@ def check_outputs(args: argparse.Namespace, source, out: Path, single_image: boo
     from the input kept inside the output folder, and not the --save-json file."""
     inputs = demo_inputs(args)
     if source.kind == "images" and not single_image:
-        if out.suffix.lower() in IMAGE_EXTENSIONS:
-            raise ValueError(f"--output {out} names one image, but {source.spec} has {source.length} images; pass an "
-                             f"output folder")
+        if out.suffix.lower() in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):  # not a folder name a user would mean
+            what = "one image" if out.suffix.lower() in IMAGE_EXTENSIONS else "a video"
+            raise ValueError(f"--output {out} names {what}, but {source.spec} has {source.length} image(s); pass an "
+                             f"output folder" + (" (or an image file name)" if source.length == 1 else ""))
         check_output(out, flag="--output", kind="folder", inputs=inputs, folder=True)
         for path in source.paths[: source.length]:
             check_output(child_path(out, path.name, "image name"), flag="--output", kind="image",
