@@ -161,6 +161,8 @@ CASES: dict[str, dict[str, tuple[str, list, str]]] = {
         "sweep-duplicate-run-name": ("ablate", [*ABLATE, "--output-dir", "out", "sweep:runs:\n  relu: {config: "
                                                 "RELU}\n  relu: {config: RELU, opts: [train.lr=1]}\n"],
                                      "key 'relu' is given twice"),
+        "sweep-duplicate-run-on-one-line": ("ablate", [*ABLATE, "--output-dir", "out", "sweep:runs: {relu: {config: "
+                                                       "RELU}, relu: {config: RELU}}"], "given twice"),
         "sweep-duplicate-seeds": ("ablate", [*ABLATE, "--output-dir", "out", "sweep:seeds: [0, 0]\nruns: {relu: "
                                              "{config: RELU}}"], "listed twice"),
         "sweep-names-differ-in-case": ("ablate", [*ABLATE, "--output-dir", "out", "sweep:runs: {relu: {config: "
