@@ -47,12 +47,13 @@ quickstart: install
 	$(BIN)/python tools/train.py --config configs/quickstart.yaml --output-dir $(QUICKSTART) --device cpu --no-progress \
 		--overwrite
 	$(BIN)/python tools/test.py --config configs/quickstart.yaml --checkpoint $(QUICKSTART)/best.pth \
-		--metrics-json $(QUICKSTART)/metrics_test.json --out $(QUICKSTART)/results_val.json
+		--metrics-json $(QUICKSTART)/metrics_test.json --out $(QUICKSTART)/results_val.json --overwrite
 	$(BIN)/python tools/demo.py --checkpoint $(QUICKSTART)/best.pth --input data/synthetic/val2017 \
-		--output $(QUICKSTART)/demo --max-images 4 --boxes-from data/synthetic/person_detection_results/detections_val2017.json
+		--output $(QUICKSTART)/demo --max-images 4 --boxes-from data/synthetic/person_detection_results/detections_val2017.json \
+		--overwrite
 
 benchmark: install
-	$(BIN)/python tools/benchmark.py --markdown --json outputs/benchmark.json
+	$(BIN)/python tools/benchmark.py --markdown --json outputs/benchmark.json --overwrite
 
 clean:
 	rm -rf $(VENV) outputs data/synthetic .pytest_cache *.egg-info
