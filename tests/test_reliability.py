@@ -1,8 +1,8 @@
 """User errors and faults outside training (tools/test.py, tools/demo.py, tools/export.py, the Python API): one
 line on stderr, exit status 2, no traceback, nothing written, and no silently wrong or shortened result.
 
-One representative case per class of the reliability table in the README; tools/train.py's cases (lost runs,
-stale temporary files) are in tests/test_reliability_train.py.
+One representative case per class of docs/reliability.md; tools/train.py's cases (lost runs, stale temporary files)
+are in tests/test_reliability_train.py, the output policy and every argument in tests/test_output_policy.py.
 """
 from __future__ import annotations
 
