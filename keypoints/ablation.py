@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import logging
 import math
 import os
@@ -51,7 +50,7 @@ from typing import Any, Callable, Iterator, Sequence
 import yaml
 
 from .config import Config, config_from_dict, config_to_dict, load_config
-from .outputs import atomic_path, child_path, write_text
+from .outputs import atomic_path, child_path
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +90,7 @@ class RunResult:
     status: str  # done | missing (no final-epoch metrics) | failed (tools/train.py exited with an error)
     metrics: dict[str, float] = field(default_factory=dict)  # final-epoch row of metrics.csv
     train_time_s: float = math.nan  # sum of epoch_time_s over the epochs (training only, no evaluation)
+    ap_by_epoch: dict[int, float] = field(default_factory=dict)  # AP of every evaluated epoch
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -599,7 +599,8 @@ def collect_results(sweep: Sweep, output_dir: str | Path, extra_opts: Sequence[s
                 results.append(RunResult(run.name, seed, folder, "missing"))
                 continue
             time_s = sum(r.get("epoch_time_s", 0.0) for r in rows if int(r["epoch"]) <= epochs)
-            results.append(RunResult(run.name, seed, folder, "done", final, time_s))
+            history = {int(r["epoch"]): r["AP"] for r in rows if "AP" in r and int(r["epoch"]) <= epochs}
+            results.append(RunResult(run.name, seed, folder, "done", final, time_s, history))
     return results
 
 
@@ -671,16 +672,47 @@ def format_markdown(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def write_results_csv(results: list[RunResult], path: str | Path) -> Path:
-    """One row per run x seed: name, seed, status, final-epoch metrics, training seconds, folder (atomic)."""
+def write_results_csv(results: list[RunResult], path: str | Path,
+                      costs: dict[str, tuple[int, int]] | None = None) -> Path:
+    """One row per run x seed (atomic): name, seed, status, final-epoch metrics, training seconds, the AP of every
+    evaluated epoch (``epoch:AP`` pairs), params and MACs (``costs``), the run folder, and the provenance columns of
+    :func:`keypoints.results.provenance` (the commit of the code that ran: ``KEYPOINTS_COMMIT`` when set). The file
+    is the raw data of the summary tables: :func:`read_results_csv` reads it back."""
+    from .results import provenance, write_rows
+
+    stamp = provenance()
     keys = sorted({k for r in results for k in r.metrics if k != "epoch"})
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["name", "seed", "status", "epoch", *keys, "train_time_s", "folder"])
+    rows = []
     for r in results:
-        writer.writerow([r.name, r.seed, r.status, int(r.metrics["epoch"]) if r.metrics else "",
-                         *(r.metrics.get(k, "") for k in keys), r.train_time_s, r.folder])
-    return write_text(path, text.getvalue())
+        params, macs = (costs or {}).get(r.name, ("", ""))
+        rows.append({"name": r.name, "seed": r.seed, "status": r.status,
+                     "epoch": int(r.metrics["epoch"]) if r.metrics else "",
+                     **{k: r.metrics.get(k, "") for k in keys}, "train_time_s": r.train_time_s,
+                     "AP_by_epoch": " ".join(f"{e}:{ap:.6g}" for e, ap in sorted(r.ap_by_epoch.items())),
+                     "params": params, "macs": macs, "folder": r.folder, **stamp})
+    return write_rows(path, rows)
+
+
+def read_results_csv(path: str | Path) -> tuple[list[RunResult], dict[str, tuple[int, int]]]:
+    """Inverse of :func:`write_results_csv`: the runs (metrics as floats) and each run's (params, MACs)."""
+    from .results import PROVENANCE, read_rows
+
+    rows = read_rows(path)
+    if not rows:
+        raise FileNotFoundError(f"no ablation results in {path}")
+    fixed = {"name", "seed", "status", "epoch", "train_time_s", "AP_by_epoch", "params", "macs", "folder",
+             *PROVENANCE}
+    results, costs = [], {}
+    for row in rows:
+        metrics = {k: float(v) for k, v in row.items() if k not in fixed and v not in ("", None)}
+        if row["epoch"]:
+            metrics["epoch"] = float(row["epoch"])
+        history = {int(e): float(ap) for e, ap in (pair.split(":") for pair in row.get("AP_by_epoch", "").split())}
+        results.append(RunResult(row["name"], int(row["seed"]), Path(row["folder"]), row["status"], metrics,
+                                 float(row["train_time_s"]) if row["train_time_s"] else math.nan, history))
+        if row.get("params"):
+            costs[row["name"]] = (int(float(row["params"])), int(float(row["macs"])))
+    return results, costs
 
 
 def plot_summary(sweep: Sweep, rows: list[dict[str, Any]], results: list[RunResult], path: str | Path,

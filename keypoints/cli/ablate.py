@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     rows = summarise(sweep, results, costs)
     table = format_markdown(sweep, rows)
     write_text(summary_md, table)
-    write_results_csv(results, results_csv)
+    write_results_csv(results, results_csv, costs)
     plot_summary(sweep, rows, results, summary_png)
     print(table)
     missing = [f"{r.name}/seed{r.seed}" for r in results if r.status != "done"]

@@ -97,6 +97,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--demo-rounds", type=int, default=None, help="interleaved rounds of the demo loops (default 3)")
     g.add_argument("--demo-modes", nargs="+", default=list(bench_inference.DEMO_MODES),
                    choices=bench_inference.DEMO_MODES, help="tracking (no boxes given) and/or the true boxes")
+    g.add_argument("--inference-csv", default="results/benchmarks/inference.csv",
+                   help="CSV the latency rows (and demo rows, beside it as demo.csv) are appended to, with commit, "
+                        "date, machine and load; '' for none (docs/benchmarks.md is rebuilt from it)")
     g.add_argument("--profile", action="store_true", help="ONNX Runtime time per operator type (first pair, batch 1)")
     g = p.add_argument_group("loader (--quick: 3 batches, 1 worker)")
     g.add_argument("--loader-config", default="configs/quickstart.yaml", help="config whose data/aug/model are used")
@@ -188,11 +191,32 @@ def inference_section(args: argparse.Namespace, results: dict) -> None:
         print(f"ONNX Runtime time by operator type, {name}, batch 1: "
               + ", ".join(f"{op} {share:.0%} ({runs}/run)" for op, share, runs in ops))
     print("\n".join(bi.target_lines(latency, demo, next(iter(pairs)), settings)) + "\n")
+    if args.inference_csv:
+        write_inference_rows(args, rows, demo, models, settings)
     results["inference"] = {"latency_ms_per_crop": {"/".join(map(str, k)): v for k, v in latency.items()},
                             "first_start_s": {"/".join(k): s.start_s for k, s in started.items()},
                             "notes": {"/".join(k): s.note for k, s in started.items() if s.note},
                             "demo": {"/".join(k): {"fps": v[0], "crops_per_frame": v[1]} for k, v in demo.items()},
                             "profile": profile}
+
+
+def write_inference_rows(args: argparse.Namespace, rows: list[dict], demo: dict, models: dict, settings) -> None:
+    """One CSV row per runtime, model and batch (ms per crop of the model and of its ReLU twin, first starts) and,
+    beside it in demo.csv, one per runtime, model and demo mode (FPS)."""
+    from keypoints.results import append_rows, provenance
+
+    stamp = {**provenance(), "threads": args.threads, "rounds": settings.rounds}
+    latency = [{"runtime": r["runtime"], "model": r["model"], "batch": b, "ms_per_crop": r.get(f"b{b}_ms"),
+                "twin_ms_per_crop": r.get(f"b{b}_twin_ms"), "start_s": r.get("start_s"),
+                "twin_start_s": r.get("twin_start_s"), "note": r.get("note", "")}
+               for r in rows for b in settings.batches]
+    append_rows(args.inference_csv, latency, stamp)
+    if demo:
+        fps = [{"runtime": rt, "model": name, "mode": mode, "fps": v[0], "crops_per_frame": v[1],
+                "frames": settings.frames, "size": "x".join(map(str, settings.frame_size))}
+               for (rt, name, mode), v in demo.items()]
+        append_rows(Path(args.inference_csv).with_name("demo.csv"), fps, stamp)
+    print(f"appended {len(latency)} rows to {args.inference_csv}")
 
 
 def loader_section(args: argparse.Namespace, results: dict) -> None:
