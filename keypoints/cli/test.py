@@ -16,7 +16,7 @@ existing one is replaced only with --overwrite; both are written atomically.
 
 --checkpoint takes any model file keypoints.backends.load_backend reads (a training checkpoint, an .onnx
 export, ...); its stored config is used unless --config names another. The model file's dataset metadata decides
-the keypoints, the category scored and the OKS sigmas (COCOeval.params.kpt_oks_sigmas): a model of another dataset
+the keypoints, the categories scored and the OKS sigmas (COCOeval.params.kpt_oks_sigmas): a model of another dataset
 (python tools/test.py --checkpoint outputs/bird/best.pth) needs no extra flag, and a val file whose category lists
 other keypoints is refused. --results-in takes the sigmas of --ann-file's keypoint category (COCO's for person, else
 data.oks_sigmas / data.default_sigma of --config). Under torchrun every rank predicts a share of the instances and
@@ -109,7 +109,7 @@ def evaluate_file(args: argparse.Namespace) -> dict:
     meta = metadata_from_coco(cfg, load_coco(args.ann_file, hint="pass the ground-truth annotation file"),
                               f"annotation file {args.ann_file}")
     metrics = evaluate_results_file(args.results_in, args.ann_file, box_source=box_source, sigmas=meta.sigmas,
-                                    category_id=meta.category_id)
+                                    category_id=meta.category_ids)
     print_table(metrics, box_source)
     save_json(args.metrics_json, {**metrics, "box_source": box_source, "results": args.results_in})
     return metrics
@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> dict:
         evaluator = CocoKeypointEvaluator(dataset.ann_file, output_dir=tmp, box_source=dataset.box_source,
                                           oks_nms_thr=cfg.test.oks_nms_thr, soft_nms=cfg.test.soft_nms,
                                           kpt_score_thr=cfg.test.kpt_score_thr, sigmas=metadata.sigmas,
-                                          category_id=metadata.category_id)
+                                          category_id=metadata.category_ids)
         metrics = evaluate(inference, loader, evaluator)
         if dist.is_main_process():
             if args.out and evaluator.results_path is not None:
@@ -173,7 +173,8 @@ def main(args: argparse.Namespace) -> dict:
                 **metrics, "box_source": dataset.box_source, "checkpoint": str(args.checkpoint),
                 "backend": backend.name, "flip_test": cfg.test.flip, "refine": cfg.test.refine,
                 "input_size": list(cfg.data.input_size), "instances": len(dataset),
-                "category": metadata.category_name, "num_keypoints": metadata.num_keypoints})
+                "category": metadata.category_name, "category_ids": list(metadata.category_ids),
+                "num_keypoints": metadata.num_keypoints})
     dist.cleanup()
     return metrics
 
