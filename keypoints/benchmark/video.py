@@ -23,9 +23,6 @@ clip (nobody crosses), cost under 0.5 ms per person per frame.
 """
 from __future__ import annotations
 
-import csv
-import datetime
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +30,13 @@ import numpy as np
 
 from ..data.synthetic import SyntheticClip, synthetic_people_clip
 from ..predictor import PoseEstimator
+from ..results import append_rows
 from ..tracking import PoseTracker
-from .report import load_average
 from .timing import interleaved_medians
 
 TARGETS = {"jitter_px_x": 0.5, "error_px_x": 1.05, "id_switches": 0, "ms_per_person": 0.5}
-CSV_FIELDS = ("commit", "date", "load_average", "checkpoint", "seed", "frames", "people", "fps", "size", "smoothing",
-              "min_cutoff", "beta", "d_cutoff", "kpt_thr", "jitter_px", "error_px", "lag_frames", "id_switches",
-              "ms_per_person")
+ROW_FIELDS = ("smoothing", "min_cutoff", "beta", "d_cutoff", "kpt_thr", "jitter_px", "error_px", "lag_frames",
+              "id_switches", "ms_per_person")  # the CSV's columns of each variant (after the clip's)
 
 
 @dataclass
@@ -217,32 +213,9 @@ VIDEO_COLUMNS = [("variant", "smoothing", "s"), ("jitter_px", "jitter px", ".3f"
                  ("ms_per_person", "ms / person / frame", ".3f")]
 
 
-def git_commit() -> str:
-    """The checkout's short commit (with ``+dirty`` when files differ from it), or ``unknown``."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if commit and dirty else "")
-
-
 def append_csv(path: str | Path, result: dict, checkpoint: str, seed: int) -> Path:
-    """Append the rows of :func:`measure_video` to the CSV ``path`` (header written when the file is new), with
-    the commit, the date (UTC) and the load average: a history of runs, never rewritten."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file() or path.stat().st_size == 0
-    stamp = {"commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "load_average": " ".join(map(str, load_average())), "checkpoint": checkpoint, "seed": seed,
-             "frames": result["frames"], "people": result["people"], "fps": result["fps"],
-             "size": "x".join(map(str, result["size"]))}
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        for row in result["rows"]:
-            writer.writerow({**stamp, **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}})
-    return path
+    """Append the rows of :func:`measure_video` to the results CSV ``path`` (:func:`keypoints.results.append_rows`:
+    with commit, date, machine and load average; earlier rows kept), one row per variant with the clip's facts."""
+    clip = {"checkpoint": checkpoint, "seed": seed, "frames": result["frames"], "people": result["people"],
+            "fps": result["fps"], "size": "x".join(map(str, result["size"]))}
+    return append_rows(path, [{**clip, **{k: row.get(k) for k in ROW_FIELDS}} for row in result["rows"]])
