@@ -18,7 +18,7 @@ else
   CV_DROP := opencv-python-headless
 endif
 
-.PHONY: install quickstart test test-slow benchmark clean
+.PHONY: install quickstart test test-slow benchmark docs clean
 
 $(BIN)/.installed-$(OPENCV): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ quickstart: install
 
 benchmark: install
 	$(BIN)/python tools/benchmark.py --markdown --json outputs/benchmark.json --overwrite
+
+# The tables and figures of docs/ from the raw results in results/ (nothing is measured here).
+docs: install
+	$(BIN)/python tools/docs.py --figures
 
 clean:
 	rm -rf $(VENV) outputs data/synthetic .pytest_cache *.egg-info

@@ -14,14 +14,12 @@ CPU runtime of the DY-ReLU models. Two forms behind the one backend interface:
 
     backend = CompiledBackend(model, ModelInfo.from_config(cfg))        # compiles on the first call
     export_compiled(model, "model.pt2", info=ModelInfo.from_config(cfg))
-    backend = load_backend("model.pt2")                                # AotBackend, no compile
+    backend = load_backend("model.pt2", trust_code=True)             # AotBackend, no compile (runs its code)
     backend = load_backend("best.pth", "compiled")                     # CompiledBackend of a checkpoint
 
-First start on the 2-core development machine (2026-11-30, `tools/benchmark.py --sections inference`, kernel cache
-partly warm from earlier runs): 80.9 s for the DY-ReLU-C Large model (build, fuse, compile, first calls at batch 1 and
-8), 14.9 s for its ReLU twin (a cold kernel cache was not timed with freezing; without it the Large model took
-315 s under load). The AOTInductor package of the Large model for batch sizes (1, 8): 69 s to build (kernel cache
-warm), 0.2 s to load. Speeds against the ReLU twin: README, "Inference and demo".
+The first start compiles (about a minute for the Large DY-ReLU-C model on 2 CPU cores; its ReLU twin takes a
+fraction of that) and building a ``.pt2`` takes minutes; loading one takes about a second. Measured speeds and
+first-start times: docs/benchmarks.md (``python tools/benchmark.py --sections inference``).
 
 Inputs are uint8 (or float) RGB crops in [0, 255]; they are made channels_last (the memory format the network is
 compiled for) before the call. ``threads`` sets PyTorch's intra-op threads, which are process-wide.

@@ -2,7 +2,7 @@
 :func:`keypoints.backends.onnx.export_onnx` (read directly, no conversion step), on the CPU.
 
 OpenVINO fuses elementwise chains that ONNX Runtime runs one operator at a time, so the DY-ReLU models run faster
-here than in ONNX Runtime from the same file (numbers in :mod:`keypoints.models.fused`). ``precision="f32"`` (the
+here than in ONNX Runtime from the same file (numbers in docs/benchmarks.md). ``precision="f32"`` (the
 default) keeps float32 math (heatmaps within ~1e-5 of PyTorch); ``"bf16"`` lets a CPU with bf16 units trade
 accuracy for speed (check the AP before using it).
 

@@ -32,21 +32,11 @@ The ONNX export records the same function with standard operators and no shape a
 1x1 convolution, which runtimes keep in their convolution layout, instead of a matrix product that made OpenVINO
 transpose every tensor; no addcmul, which exports with one more pass over the tensor).
 
-Measured with ``python tools/benchmark.py --sections inference`` (2026-11-30, 2 cores, untrained weights, 256x192,
-ms per crop, DY-ReLU-C Large vs its ReLU twin fused the same way, one interleaved run):
-
-    runtime                       batch 1               batch 8
-    compiled (inductor, frozen)   10.59 vs 7.59 (1.39x)  6.37 vs 5.04 (1.26x)
-    OpenVINO (ONNX file)           9.16 vs 4.56 (2.01x)  5.97 vs 3.91 (1.53x)
-    ONNX Runtime                  20.76 vs 5.67 (3.66x) 11.77 vs 4.13 (2.85x)
-    eager, fused                  27.76 vs 10.90 (2.55x) 13.44 vs 5.53 (2.43x)
-
-What is left: in OpenVINO (the fastest runtime in absolute terms: its convolutions are), DY-ReLU-C Large with its
-hyper-function layers deleted still ran at 1.57x / 1.42x its twin (batch 1 / 8): the pooling, the spatial attention
-and the elementwise pass each read a full tensor that ReLU, fused into the convolution, never reads. At batch 1 its
-74 hyper-function matrix products add ~2.7 ms (the small ones are mostly fixed cost per node). In ONNX Runtime,
+What is left of DY-ReLU-C's extra cost, where it is measured (docs/benchmarks.md, ``python tools/benchmark.py
+--sections inference``): the pooling, the spatial attention and the elementwise pass each read a full tensor that
+ReLU, fused into the convolution, never reads; at batch 1 the hyper-function matrix products too. In ONNX Runtime
 every elementwise operator is a separate pass plus a layout conversion out of and back into its blocked convolution
-format. The README has the per-variant numbers.
+format.
 """
 from __future__ import annotations
 
