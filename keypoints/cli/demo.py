@@ -23,11 +23,22 @@ their EXIF orientation ignored, as datasets are; --exif rotates phone photos upr
 whose boxes refer to the stored pixels). A model of another dataset (tools/train.py on any COCO keypoint file) is
 drawn with that dataset's skeleton and colours from its checkpoint; --boxes-from then reads the boxes of its
 category, and the person detector is left out (boxes: given, or full frame and tracking).
+
+Identities and smoothing (docs/video.md): every person gets a track id, drawn as ``#id`` above its box and written
+as ``track_id`` in --save-json; in videos and camera streams ids stay with a person while they stay in view
+(matched by OKS between frames, in every box mode), and keypoints are smoothed per person by the One-Euro filter
+(--smoothing one-euro, the model config's video section: --min-cutoff Hz, --beta 1/pixel) at the video's frame
+times (index / FPS) or, for cameras, the wall clock. Images are never smoothed and each is on its own (ids
+restart at 1 on every image).
+
+    python tools/demo.py --checkpoint best.pth --input clip.mp4 --save-json clip.json --min-cutoff 0.5 --beta 0.03
+    python tools/demo.py --checkpoint best.pth --input clip.mp4 --smoothing none       # raw keypoints, ids only
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import math
 import sys
 import time
 from pathlib import Path
@@ -41,6 +52,7 @@ from keypoints.coco_files import load_coco, read_detections
 from keypoints.detection import DETECTORS, PersonDetector, find_local_detector
 from keypoints.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, has_display, open_source, open_video_writer
 from keypoints.predictor import PoseEstimator
+from keypoints.smoothing import SMOOTHING
 from keypoints.utils.cli import run_cli
 from keypoints.outputs import (check_output, child_path, commit_partial, discard_partial, distinct_outputs,
                                partial_path, atomic_path, write_json)
@@ -79,6 +91,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch backend device")
     p.add_argument("--threads", type=int, help="PyTorch and ONNX Runtime threads (default: every core)")
     p.add_argument("--flip", action="store_true", help="flip test (twice the network time)")
+    p.add_argument("--smoothing", choices=SMOOTHING, default=None,
+                   help="keypoint smoothing per tracked person (default: the model config's video.smoothing, "
+                        "one-euro, for videos and cameras; images are never smoothed: one-euro with images is an "
+                        "error)")
+    p.add_argument("--min-cutoff", type=float, help="One-Euro minimum cutoff in Hz (default: the model config's; "
+                   "lower: steadier still people, more lag)")
+    p.add_argument("--beta", type=float, help="One-Euro speed coefficient in 1/pixel (default: the model config's; "
+                   "higher: less lag on fast motion)")
     return p
 
 
@@ -91,7 +111,8 @@ def load_detector(args: argparse.Namespace, device) -> PersonDetector | None:
     return PersonDetector.from_weights(name, args.detector_weights, score_thr=args.det_score_thr, device=device)
 
 
-def load_given_boxes(args: argparse.Namespace, category_id: int = 1) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def load_given_boxes(args: argparse.Namespace, category_id: int | tuple[int, ...] = 1
+                     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """image id -> (boxes (N, 4) xywh, scores (N,)) of the detections of ``category_id`` (the model's) scoring at
     least --det-score-thr."""
     return read_detections(args.boxes_from, category_id=category_id, score_thr=args.det_score_thr).by_image()
@@ -163,6 +184,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--redetect-every must be at least 1 frame, got {args.redetect_every}")
     if args.boxes_from and args.exif:
         raise ValueError("--exif cannot be used with --boxes-from: the boxes refer to the stored (unrotated) pixels")
+    if args.min_cutoff is not None and not (math.isfinite(args.min_cutoff) and args.min_cutoff > 0):
+        raise ValueError(f"--min-cutoff must be a finite, positive frequency in Hz, got {args.min_cutoff}")
+    if args.beta is not None and not (math.isfinite(args.beta) and args.beta >= 0):
+        raise ValueError(f"--beta must be a finite number >= 0 (1/pixel; 0: a plain low-pass), got {args.beta}")
     check_number("--kpt-thr", args.kpt_thr, 0, 1, what="a keypoint score")
     check_number("--det-score-thr", args.det_score_thr, 0, 1, what="a box score")
     if args.save_json:
@@ -177,6 +202,9 @@ def main(args: argparse.Namespace) -> dict:
     source = open_source(args.input, max_frames=args.max_frames, exif=args.exif)
     if args.boxes_from and source.kind != "images":
         raise ValueError("--boxes-from applies to images and folders; videos and cameras use the detector or tracking")
+    if args.smoothing == "one-euro" and source.kind == "images":
+        raise ValueError("--smoothing one-euro applies to videos and cameras; images are each on their own and never "
+                         "smoothed (leave --smoothing out)")
     out = output_path(args, source.kind)
     single_image = source.kind == "images" and out.suffix.lower() in IMAGE_EXTENSIONS and source.length == 1
     check_outputs(args, source, out, single_image)
@@ -184,21 +212,27 @@ def main(args: argparse.Namespace) -> dict:
     backend = load_backend(args.checkpoint, args.backend, trust_code=args.trust_code, device=device,
                            threads=args.threads)
     meta = backend.info.metadata
-    given = load_given_boxes(args, meta.category_id) if args.boxes_from else None
+    given = load_given_boxes(args, meta.category_ids) if args.boxes_from else None
     names = image_id_lookup(args, given) if given is not None else None
     person = meta.category_name == "person"
     if not person and not args.boxes_from and args.detector not in ("auto", "none"):
         raise ValueError(f"--detector {args.detector} finds people, but the model's keypoints are of "
                          f"{meta.category_name!r}; pass --boxes-from with boxes of that category, or --detector none")
     detector = None if args.boxes_from or not person else load_detector(args, device)
+    stream = source.kind != "images"
+    smoothing = (args.smoothing or backend.config.video.smoothing) if stream else "none"
     estimator = PoseEstimator.from_config(backend, backend.config, flip=args.flip, detector=detector,
-                                          redetect_every=args.redetect_every, track_kpt_thr=args.kpt_thr)
+                                          redetect_every=args.redetect_every, track_kpt_thr=args.kpt_thr,
+                                          tracking=True, smoothing=smoothing, min_cutoff=args.min_cutoff,
+                                          beta=args.beta)
     boxes_note = f"given ({args.boxes_from})" if given is not None else \
         f"detector {detector.name} every {args.redetect_every} frames, tracking between" if detector else \
         "no detector: full frame, then tracked from the keypoints" + (" (each image on its own)"
                                                                      if source.kind == "images" else "")
+    smoothing_note = "none" if smoothing == "none" else \
+        f"{smoothing} (min cutoff {estimator.pose_tracker.min_cutoff:g} Hz, beta {estimator.pose_tracker.beta:g}/px)"
     print(f"{source}; backend {estimator.backend.name}; keypoints: {meta.describe()}; boxes: {boxes_note}; "
-          f"output {out}")
+          f"smoothing: {smoothing_note}; output {out}")
     show = args.show and has_display()
     if args.show and not show:
         print("warning: --show ignored: no display (DISPLAY/WAYLAND_DISPLAY unset); writing files only",
@@ -210,14 +244,16 @@ def main(args: argparse.Namespace) -> dict:
     last = start
     try:
         for frame in source:
+            if source.kind == "images":
+                estimator.reset()  # each image on its own: boxes, ids
+            # Seconds: a video's frame time; None (the wall clock) for cameras and images.
+            timestamp = frame.index / source.fps if source.kind == "video" else None
             if given is not None:
                 boxes, scores = given.get(image_id_of(frame.name, names), (np.zeros((0, 4)), np.zeros(0)))
                 no_boxes += len(boxes) == 0
-                prediction = estimator(frame.image, boxes=boxes, box_scores=scores)
+                prediction = estimator(frame.image, boxes=boxes, box_scores=scores, timestamp=timestamp)
             else:
-                if source.kind == "images":
-                    estimator.reset()
-                prediction = estimator(frame.image)
+                prediction = estimator(frame.image, timestamp=timestamp)
             now = time.perf_counter()  # frame to frame: reading, predicting, drawing and writing the last one
             rate, last = 1.0 / max(now - last, 1e-6), now
             fps = rate if fps is None else 0.9 * fps + 0.1 * rate  # smoothed over about 10 frames
@@ -277,7 +313,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"warning: {no_boxes} of {n} images had no boxes in {args.boxes_from} (score >= "
               f"{args.det_score_thr:g}); they were drawn without people", file=sys.stderr)
     summary = {"frames": n, "output": str(out) if n else None, "box_modes": dict(modes),
-               "fps": n / elapsed if elapsed else 0.0, "people": people}
+               "fps": n / elapsed if elapsed else 0.0, "people": people, "smoothing": smoothing}
     if args.save_json:
         write_json(args.save_json, {"input": str(args.input), "checkpoint": str(args.checkpoint),
                                     "backend": estimator.backend.name, "interrupted": interrupted,
