@@ -146,7 +146,8 @@ def sniff(path: str | Path) -> str | None:
         return None
 
 
-def identify(path: str | Path, what: str = "model file") -> str:
+def identify(path: str | Path, what: str = "model file",
+             hint: str = "pass a checkpoint written by tools/train.py or a file written by tools/export.py") -> str:
     """The kind of the model file ``path`` (``checkpoint``, ``onnx`` or ``aoti``) from its content; a one-line
     ``FileNotFoundError`` / ``ValueError`` when it is missing or none of them."""
     path = Path(path)
@@ -160,8 +161,7 @@ def identify(path: str | Path, what: str = "model file") -> str:
         with open(path, "rb") as f:
             head = f.read(16)
         raise ValueError(f"{what} {path} is not a model file this project reads (neither a PyTorch checkpoint, an "
-                         f"ONNX model nor an AOTInductor package; it starts with {head[:8]!r}); pass a checkpoint "
-                         f"written by tools/train.py or a file written by tools/export.py")
+                         f"ONNX model nor an AOTInductor package; it starts with {head[:8]!r}); {hint}")
     return kind
 
 
@@ -210,9 +210,9 @@ def _torch_load(path: Path, what: str) -> Any:
         raise ValueError(f"cannot read {what} {path}: {first}") from None
 
 
-def _read_torch(path: str | Path, what: str) -> Any:
+def _read_torch(path: str | Path, what: str, hint: str | None = None) -> Any:
     path = Path(path)
-    kind = identify(path, what)
+    kind = identify(path, what, *([hint] if hint else []))
     if kind != "checkpoint":
         hint = {"onnx": "an exported model runs with --backend onnxruntime/openvino, it cannot be read as weights",
                 "aoti": "a compiled package runs with --backend compiled, it cannot be read as weights"}[kind]
@@ -225,7 +225,7 @@ def _read_torch(path: str | Path, what: str) -> Any:
 def read_state_dict(path: str | Path, what: str = "weights file") -> dict[str, torch.Tensor]:
     """Tensors of a PyTorch weights file (a state dict, a ``{"model": ...}`` / ``{"state_dict": ...}`` wrapper, or
     a checkpoint of this project: its model weights), read safely (``weights_only``)."""
-    state = _read_torch(path, what)
+    state = _read_torch(path, what, "pass a PyTorch weights file (a state dict saved with torch.save)")
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict) and all(isinstance(v, torch.Tensor) for v in state[key].values()):
