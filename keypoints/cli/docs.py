@@ -32,6 +32,7 @@ ABLATION_CSV = RESULTS / "ablation" / "synthetic_paper.csv"
 FINETUNE_SWEEP = ROOT / "configs" / "ablations" / "sweeps" / "finetune_birds.yaml"
 FINETUNE_CSV = RESULTS / "finetune" / "finetune_birds.csv"
 DYRELU_MODEL = RESULTS / "ablation" / "dyrelu_c_seed0.pth"
+SLOPE_GAP_CSV = RESULTS / "ablation" / "dyrelu_c_seed0_slope_gap.csv"
 VIDEO_CSV = RESULTS / "video" / "video_benchmark.csv"
 INFERENCE_CSV = RESULTS / "benchmarks" / "inference.csv"
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
@@ -128,8 +129,22 @@ def inference_table() -> str:
     return "\n".join(lines) + "\n\n" + _provenance(rows) + "\n"
 
 
+def slope_gap_table() -> str:
+    """The slope gap |a1 - a2| of the kept DY-ReLU-C model per layer: mean and spread over the images."""
+    rows = read_rows(SLOPE_GAP_CSV)
+    if not rows:
+        raise FileNotFoundError(f"no rows in {SLOPE_GAP_CSV} (python tools/docs.py --figures writes it)")
+    keys = [k for k in rows[0] if k not in ("layer", "variant")]
+    lines = ["| layer | " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|---|" + "---:|" * len(keys)]
+    for r in rows:
+        cells = [r[k] if r[k].isdigit() else f"{float(r[k]):.3f}" if r[k] else "-" for k in keys]
+        lines.append(f"| {r['layer']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Callable[[], str]] = {"ablation-synthetic": ablation_table, "finetune-birds": finetune_table,
-                                        "video": video_table, "inference": inference_table}
+                                        "video": video_table, "inference": inference_table,
+                                        "slope-gap": slope_gap_table}
 
 
 def rebuild(text: str, source: Path) -> str:
@@ -163,6 +178,8 @@ def draw_figures() -> list[Path]:
             target = DOCS / "ablation" / f"dyrelu_c_{name}.png"
             target.write_bytes((Path(tmp) / "out" / f"{name}.png").read_bytes())
             figures.append(target)
+        SLOPE_GAP_CSV.write_bytes((Path(tmp) / "out" / "slope_gap.csv").read_bytes())  # the numbers behind it
+        figures.append(SLOPE_GAP_CSV)
     return figures
 
 
