@@ -307,7 +307,19 @@ def train(request: TrainRequest) -> dict[str, float]:
             lock.release()
 
 
+def _check_inputs(request: TrainRequest, out: Path) -> None:
+    """A new run never writes over (nor --overwrite deletes) a file it reads: the config, the --init-from model."""
+    if request.resume:
+        return  # a resumed run may read its own config.yaml: it is rewritten only for allowed changes, with a log line
+    for flag, given in (("--config", request.config), ("--init-from", request.init_from)):
+        if given and Path(given).exists() and any(Path(given).resolve() == (out / name).resolve()
+                                                  for name in RUN_OUTPUTS):
+            raise ValueError(f"{flag} {given} is a file this run writes in {out} (it would be replaced); copy it "
+                             f"out of the run folder first, or choose another --output-dir")
+
+
 def _train(request: TrainRequest, out: Path, overrides: list[str]) -> dict[str, float]:
+    _check_inputs(request, out)
     resume_path = check_run_folder(out, request.resume, request.overwrite)
     resume = read_checkpoint(resume_path) if resume_path else None
     if resume is not None and not resume.has_training_state:

@@ -253,3 +253,18 @@ def test_no_torch_load_outside_the_owner():
     offenders = [str(p.relative_to(ROOT)) for folder in ("keypoints", "tools") for p in (ROOT / folder).rglob("*.py")
                  if "torch.load(" in p.read_text() and p.name != "modelfile.py"]
     assert offenders == []
+
+
+def test_a_new_run_never_replaces_the_files_it_reads(tmp_path, monkeypatch, capsys, untrained_checkpoint):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(ROOT / "configs" / "quickstart.yaml", run / "config.yaml")
+    shutil.copyfile(untrained_checkpoint, run / "best.pth")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for flag, path in (("--config", run / "config.yaml"), ("--init-from", run / "best.pth")):
+        argv = ["--output-dir", run, "--overwrite", "--device", "cpu", flag, path]
+        if flag == "--init-from":
+            argv += ["--config", ROOT / "configs" / "quickstart.yaml"]
+        code, err = _cli("train", argv, monkeypatch, capsys)
+        assert code == 2 and err.count("\n") == 1 and "is a file this run writes" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
