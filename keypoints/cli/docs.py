@@ -51,7 +51,9 @@ def _provenance(rows: list[dict]) -> str:
     dates = sorted(r.get("date", "")[:10] for r in rows if r.get("date"))
     machines = sorted({r.get("machine", "") for r in rows} - {""})
     span = dates[0] if dates and dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}" if dates else "?"
-    return f"Rows: {len(rows)}; commit {', '.join(commits) or '?'}; {span}; {'; '.join(machines) or '?'}."
+    loads = sorted({r.get("load_average", "") for r in rows} - {""})
+    load = f"; load average (1/5/15 min) {', '.join(loads)}" if len(loads) <= 2 else ""
+    return f"Rows: {len(rows)}; commit {', '.join(commits) or '?'}; {span}; {'; '.join(machines) or '?'}{load}."
 
 
 def ablation_table() -> str:
@@ -108,11 +110,11 @@ def video_table() -> str:
     return "\n".join(lines) + "\n\n" + _provenance(rows) + "\n"
 
 
-def inference_table() -> str:
-    """DY-ReLU-C models vs their ReLU twins per runtime: the newest run of tools/benchmark.py --sections inference."""
-    rows = read_rows(INFERENCE_CSV)
+def inference_table(path: Path = INFERENCE_CSV) -> str:
+    """DY-ReLU models vs their ReLU twins per runtime: the newest run of tools/benchmark.py --sections inference."""
+    rows = read_rows(path)
     if not rows:
-        raise FileNotFoundError(f"no rows in {INFERENCE_CSV}")
+        raise FileNotFoundError(f"no rows in {path}")
     newest = max(r["date"] for r in rows)
     rows = [r for r in rows if r["date"] == newest]
     batches = sorted({int(r["batch"]) for r in rows})
@@ -126,6 +128,23 @@ def inference_table() -> str:
             cells.append(f"{float(r['ms_per_crop']):.2f} vs {float(r['twin_ms_per_crop']):.2f} "
                          f"({float(r['ms_per_crop']) / float(r['twin_ms_per_crop']):.2f}x)" if ok else "-")
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + _provenance(rows) + "\n"
+
+
+def demo_table() -> str:
+    """Demo frames per second (read, predict, draw, write) per runtime and box mode: the newest benchmark run."""
+    rows = read_rows(INFERENCE_CSV.with_name("demo.csv"))
+    if not rows:
+        raise FileNotFoundError(f"no rows in {INFERENCE_CSV.with_name('demo.csv')}")
+    newest = max(r["date"] for r in rows)
+    rows = [r for r in rows if r["date"] == newest]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = ["| runtime | boxes | " + " | ".join(f"{m} FPS" for m in models) + " |",
+             "|---|---|" + "---:|" * len(models)]
+    for runtime, mode in dict.fromkeys((r["runtime"], r["mode"]) for r in rows):
+        fps = {r["model"]: float(r["fps"]) for r in rows if (r["runtime"], r["mode"]) == (runtime, mode)}
+        lines.append(f"| {runtime} | {mode} | " + " | ".join(f"{fps[m]:.1f}" if m in fps else "-" for m in models)
+                     + " |")
     return "\n".join(lines) + "\n\n" + _provenance(rows) + "\n"
 
 
@@ -144,7 +163,9 @@ def slope_gap_table() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {"ablation-synthetic": ablation_table, "finetune-birds": finetune_table,
                                         "video": video_table, "inference": inference_table,
-                                        "slope-gap": slope_gap_table}
+                                        "slope-gap": slope_gap_table, "demo": demo_table,
+                                        "inference-variants": lambda: inference_table(INFERENCE_CSV.with_name(
+                                            "inference_variants.csv"))}
 
 
 def rebuild(text: str, source: Path) -> str:
