@@ -177,6 +177,38 @@ def test_openvino_backend_runs_the_fused_onnx_file(tmp_path):
     assert sorted(backend.requests) == [1, 3]
 
 
+SIGNAL_AFTER_TWO_BACKENDS = """
+import signal, subprocess, sys, torch
+from keypoints.backends import load_backend
+crop = torch.zeros(1, 3, 128, 96, dtype=torch.uint8)
+first = load_backend(sys.argv[1], "openvino", threads=1)
+first(crop)  # compiles: OpenVINO sets a signal stack of its own here
+second = load_backend(sys.argv[1], "openvino", threads=1)
+second(crop)
+del first  # destroyed in the order they were made
+del second
+signal.signal(signal.SIGCHLD, lambda *args: None)  # a Python handler (the DataLoader sets one like it)
+subprocess.run(["true"])  # the child's exit delivers SIGCHLD on the thread's signal stack
+print("alive")
+"""
+
+
+def test_signals_still_handled_after_two_openvino_backends(tmp_path):
+    # OpenVINO left the thread with a freed signal stack (with an earlier one set: faulthandler, as under pytest):
+    # the test suite died of SIGSEGV on the next SIGCHLD.
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    from keypoints.backends.onnx import export_onnx
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    path = export_onnx(build_model(cfg.model).eval(), tmp_path / "m.onnx", info=ModelInfo.from_config(cfg))
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", SIGNAL_AFTER_TWO_BACKENDS, str(path)], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "alive", (proc.returncode, proc.stderr[-1000:])
+
+
 def test_same_keypoints_and_ap_on_coco_mini():
     """The trained quickstart checkpoint (AP ~0.76 on coco_mini val) and its fused form through the one test-time
     path (crop, flip test, decode) and the COCO evaluator: the same heatmaps on real crops, the same keypoints and

@@ -10,7 +10,11 @@ accuracy for speed (check the AP before using it).
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,6 +25,34 @@ from .onnx import export_onnx
 from .registry import Runtime, register
 
 PRECISIONS = ("f32", "bf16")
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def _keep_signal_stack() -> Iterator[None]:
+    """Give the calling thread its own alternate signal stack back after the block (Linux).
+
+    OpenVINO's CPU plugin installs a signal stack of its own on the thread that compiles a model and puts the
+    previous one back when its Core is destroyed. With two Cores destroyed in the order they were made (two
+    backends, a benchmark over several models), the thread is left with the freed stack of the first one, and the
+    next signal Python handles there (Ctrl-C, SIGTERM, or SIGCHLD once a DataLoader has set a handler) kills the
+    process with SIGSEGV. Python installs its handlers with SA_ONSTACK, so they need a live stack or none.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(saved), None)
 
 
 class OpenVinoBackend(Backend):
@@ -68,7 +100,9 @@ class OpenVinoBackend(Backend):
             width, height = self.info.input_size
             if self.batch is None:
                 model.reshape([batch, 3, height, width])
-            self.requests[batch] = self.core.compile_model(model, "CPU", self.ov_config).create_infer_request()
+            with _keep_signal_stack():
+                compiled = self.core.compile_model(model, "CPU", self.ov_config)
+            self.requests[batch] = compiled.create_infer_request()
         return self.requests[batch]
 
     def __repr__(self) -> str:
