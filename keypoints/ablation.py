@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator, Sequence
 import yaml
 
 from .config import Config, config_from_dict, config_to_dict, load_config
-from .outputs import atomic_path, child_path
+from .outputs import FolderLock, atomic_path, child_path
 
 logger = logging.getLogger(__name__)
 
@@ -435,36 +435,14 @@ def run_child(cmd: list[str], log: Any, env: dict[str, str], started: Callable[[
             stop_process(proc, grace)
 
 
-class SweepLock:
-    """One runner per sweep folder: an exclusive ``flock`` on the folder (released by the operating system when the
+class SweepLock(FolderLock):
+    """One runner per sweep folder (:class:`keypoints.outputs.FolderLock`, released by the operating system when the
     runner ends, however it ends); ``OUT/.ablate.lock`` names the holder for the error of a second runner."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.fd, self.info = Path(folder), None, Path(folder) / LOCK_NAME
-
-    def __enter__(self) -> "SweepLock":
-        try:
-            import fcntl
-        except ImportError:  # not on POSIX: no lock
-            return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self.info.read_text().strip() if self.info.is_file() else "another process"
-            raise ValueError(f"sweep folder {self.folder} is in use by another tools/ablate.py ({holder}); wait for it "
-                             f"to end or stop it, then run the sweep again") from None
-        self.fd = fd
-        self.info.write_text(f"pid {os.getpid()}")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            self.info.unlink(missing_ok=True)
-            os.close(self.fd)
-            self.fd = None
+        super().__init__(folder, LOCK_NAME, lambda folder, holder: (
+            f"sweep folder {folder} is in use by another tools/ablate.py ({holder}); wait for it to end or stop it, "
+            f"then run the sweep again"))
 
 
 def check_not_in_use(folder: Path) -> None:

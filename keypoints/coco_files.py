@@ -28,28 +28,29 @@ __all__ = ["load_coco", "read_detections", "Detections", "clip_box"]
 logger = logging.getLogger(__name__)
 
 
+def _check_entry(entry: Any, keys: tuple[str, ...], seen: set, where: str, what: str, ann_file: str | Path) -> None:
+    """``entry`` is a dict with ``keys`` and an ``id`` not in ``seen`` (added to it); else a one-line ValueError."""
+    if not isinstance(entry, dict) or any(k not in entry for k in keys):
+        raise ValueError(f"annotation file {ann_file}: {where} needs {', '.join(keys[:-1])} and {keys[-1]}")
+    if entry["id"] in seen:
+        raise ValueError(f"annotation file {ann_file}: {what} id {entry['id']!r} appears twice; {what} ids must be "
+                         f"unique")
+    seen.add(entry["id"])
+
+
 def _fix_annotations(data: dict, ann_file: str | Path) -> dict[str, Any]:
     """Check and complete the annotations in place (see :func:`load_coco`); returns what was changed or found."""
     image_ids: set = set()
     for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name", "width", "height")):
-            raise ValueError(f"annotation file {ann_file}: images[{i}] needs id, file_name, width and height")
-        if img["id"] in image_ids:
-            raise ValueError(f"annotation file {ann_file}: image id {img['id']!r} appears twice in 'images'; image "
-                             f"ids must be unique")
-        image_ids.add(img["id"])
+        _check_entry(img, ("id", "file_name", "width", "height"), image_ids, f"images[{i}]", "image", ann_file)
     counts: Counter = Counter()
     example: dict[str, str] = {}
     orphans: list = []
     ann_ids: set = set()
     with_keypoints: dict[int, list[dict]] = {}  # keypoint value count -> annotations
     for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "bbox")):
-            raise ValueError(f"annotation file {ann_file}: annotations[{i}] needs id, image_id, category_id and bbox")
-        if ann["id"] in ann_ids:
-            raise ValueError(f"annotation file {ann_file}: annotation id {ann['id']!r} appears twice; annotation ids "
-                             f"must be unique")
-        ann_ids.add(ann["id"])
+        _check_entry(ann, ("id", "image_id", "category_id", "bbox"), ann_ids, f"annotations[{i}]", "annotation",
+                     ann_file)
         bbox = ann["bbox"]
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not _finite(bbox):
             raise ValueError(f"annotation file {ann_file}: annotation {ann['id']} has bbox {bbox!r}; expected 4 finite "
@@ -198,7 +199,7 @@ def read_detections(path: str | Path, *, category_id: int | Sequence[int] = 1, s
     width and height are dropped (counted). A file without any box of the category is an error as well.
     """
     dets = read_json(path, "detections file", hint="pass a COCO detections JSON (a list of {image_id, category_id, "
-                                                    "bbox, score})")
+                                                   "bbox, score})")
     if not isinstance(dets, list):
         raise ValueError(f"detections file {path} must hold a JSON list of {{image_id, category_id, bbox, score}}, "
                          f"got {type(dets).__name__}")

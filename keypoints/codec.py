@@ -51,7 +51,8 @@ class HeatmapCodec:
         finite = np.isfinite(mu).all(axis=1)
         mu = np.where(finite[:, None], mu, -1e6)
         # The window [mu - radius, mu + radius] must overlap the heatmap (HRNet's ul/br test).
-        inside = (mu[:, 0] - radius < w) & (mu[:, 1] - radius < h) & (mu[:, 0] + radius + 1 > 0) & (mu[:, 1] + radius + 1 > 0)
+        inside = ((mu[:, 0] - radius < w) & (mu[:, 1] - radius < h)
+                  & (mu[:, 0] + radius + 1 > 0) & (mu[:, 1] + radius + 1 > 0))
         weights = ((visibility > 0) & inside & finite).astype(np.float32)
         dx = np.arange(w, dtype=np.float32)[None, :] - mu[:, :1]
         dy = np.arange(h, dtype=np.float32)[None, :] - mu[:, 1:]

@@ -74,7 +74,8 @@ def plot_scatter(stats: list[DyReLUStats], path: str | Path, max_panels: int = 4
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = stats if len(stats) <= max_panels else [stats[i] for i in np.linspace(0, len(stats) - 1, max_panels).astype(int)]
+    chosen = stats if len(stats) <= max_panels else [
+        stats[i] for i in np.linspace(0, len(stats) - 1, max_panels).astype(int)]
     cols = min(8, len(chosen))
     rows = int(np.ceil(len(chosen) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)

@@ -298,7 +298,7 @@ class DatasetMeta:
     def generic(cls, num_keypoints: int, flip_index: Sequence[int] | None = None) -> "DatasetMeta":
         """Stand-in for a model of ``num_keypoints`` known by nothing else (names ``kpt0`` ...; default sigmas)."""
         if num_keypoints == len(coco.KEYPOINT_NAMES) and (flip_index is None or
-                                                         tuple(flip_index) == coco.FLIP_INDEX):
+                                                          tuple(flip_index) == coco.FLIP_INDEX):
             return cls.coco_person()
         return cls(keypoint_names=tuple(f"kpt{i}" for i in range(num_keypoints)),
                    flip_index=tuple(flip_index) if flip_index is not None else tuple(range(num_keypoints)),

@@ -32,12 +32,14 @@ import glob
 import json
 import os
 import secrets
+import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_json", "check_output", "child_path", "remove_partials",
+__all__ = ["FolderLock", "atomic_path", "write_text", "write_json", "check_output", "child_path", "remove_partials",
            "content_kind", "same_file", "PARTIAL", "partial_path", "commit_partial", "discard_partial",
            "distinct_outputs", "check_output_dir"]
 
@@ -333,3 +335,43 @@ def check_output_dir(path: str | Path, flag: str = "--output-dir", inputs: Itera
         raise ValueError(f"{flag} {path} cannot be written ({e.strerror or type(e).__name__}); "
                          f"choose a writable folder") from None
     return path
+
+
+class FolderLock:
+    """One writer per folder: an exclusive ``flock`` on the folder itself, which the operating system releases when
+    the process ends however it ends (a crash never leaves it locked). While it is held, ``folder/info_name`` says
+    who holds it (pid, host, start) for the error of a second process: ``busy(folder, holder)`` words that one-line
+    ValueError. No lock where ``fcntl`` is missing (not POSIX)."""
+
+    def __init__(self, folder: str | Path, info_name: str, busy: Callable[[Path, str], str]) -> None:
+        self.folder, self.fd, self.busy = Path(folder), None, busy
+        self.info = self.folder / info_name
+
+    def acquire(self) -> "FolderLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.info.read_text().strip() if self.info.is_file() else "another process"
+            raise ValueError(self.busy(self.folder, holder)) from None
+        self.fd = fd
+        self.info.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.info.unlink(missing_ok=True)
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

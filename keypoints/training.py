@@ -36,8 +36,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,7 +56,7 @@ from .metadata import DatasetMeta
 from .modelfile import Checkpoint, identify, load_weights, read_checkpoint, write_checkpoint
 from .models import build_model
 from .optim import build_optimizer, build_scheduler, scaled_lr
-from .outputs import check_output_dir, remove_partials, write_text
+from .outputs import FolderLock, check_output_dir, remove_partials, write_text
 from .utils import distributed as dist
 from .utils.logging import MetricWriter, setup_logging
 from .utils.runtime import amp_settings, seed_everything, select_device
@@ -96,43 +94,14 @@ class TrainRequest:
 # ----------------------------------------------------------------------------- the run folder
 
 
-class RunLock:
-    """One training process per run folder: an exclusive ``flock`` on the folder itself, which the operating system
-    releases when the process ends however it ends (a crash never leaves the folder locked). While it is held,
-    ``folder/.train.lock`` names the holder (pid, host, start) for the error message of a second process."""
+class RunLock(FolderLock):
+    """One training process per run folder (:class:`keypoints.outputs.FolderLock`; ``folder/.train.lock`` names the
+    holder while it is held)."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.fd = Path(folder), None
-        self.info = self.folder / LOCK_NAME
-
-    def acquire(self) -> "RunLock":
-        try:
-            import fcntl
-        except ImportError:  # not on POSIX: no lock
-            return self
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self.info.read_text().strip() if self.info.is_file() else "another process"
-            raise ValueError(f"{self.folder} is in use by another training process ({holder}); wait for it to end "
-                             f"or stop it, then continue with --resume") from None
-        self.fd = fd
-        self.info.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            self.info.unlink(missing_ok=True)
-            os.close(self.fd)  # closing the descriptor releases the flock
-            self.fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+        super().__init__(folder, LOCK_NAME, lambda folder, holder: (
+            f"{folder} is in use by another training process ({holder}); wait for it to end or stop it, then "
+            f"continue with --resume"))
 
 
 def check_run_folder(out: Path, resume: str | None, overwrite: bool) -> Path | None:

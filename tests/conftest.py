@@ -40,6 +40,25 @@ def load_tool(name: str):
     return importlib.import_module(f"keypoints.cli.{name}")
 
 
+def run_tool(name: str, argv: list, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+             ) -> tuple[int, str, str]:
+    """Tool ``name``'s command line in this process, as its console script runs it (``run_cli``): (exit status,
+    stdout, stderr)."""
+    import sys
+
+    from keypoints.utils.cli import run_cli
+
+    tool = load_tool(name)
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *[str(a) for a in argv]])
+    code = 0
+    try:
+        run_cli(tool.main, tool.get_args_parser())
+    except SystemExit as stop:
+        code = stop.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory) -> Path:
     """A pose checkpoint (quickstart config, untrained weights) as tools/train.py writes it."""

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import COCO_MINI, ROOT, TRAINED_CHECKPOINT, load_tool
+from conftest import COCO_MINI, ROOT, TRAINED_CHECKPOINT, run_tool
 from keypoints.backends import RUNTIMES, ModelInfo, get_runtime, load_backend
 from keypoints.config import config_to_dict, load_config
 from keypoints.finetune import HEATMAP_KEYS, init_from_checkpoint
@@ -23,19 +22,11 @@ from keypoints.modelfile import (FORMAT_VERSION, Checkpoint, identify, read_chec
 from keypoints.models import build_model
 from keypoints.predictor import PoseEstimator
 from keypoints.training import RunLock
-from keypoints.utils.cli import run_cli
-
-TOOLS = {name: load_tool(name) for name in ("test", "demo", "export", "train")}
 
 
 def _cli(tool: str, argv: list, monkeypatch, capsys) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", [f"{tool}.py", *[str(a) for a in argv]])
-    code = 0
-    try:
-        run_cli(TOOLS[tool].main, TOOLS[tool].get_args_parser())
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
+    code, _, err = run_tool(tool, argv, monkeypatch, capsys)
+    return code, err
 
 
 @pytest.fixture(scope="module")

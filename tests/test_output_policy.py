@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
@@ -21,15 +20,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import COCO_MMPOSE4, ROOT, load_tool
+from conftest import COCO_MMPOSE4, ROOT, run_tool
 from keypoints import media
 from keypoints.data.synthetic import synthetic_video_frames
 from keypoints.outputs import (atomic_path, check_output, child_path, distinct_outputs, remove_partials,
                                write_json)
-from keypoints.utils.cli import run_cli
 
-TOOLS = {name: load_tool(name) for name in ("test", "demo", "export", "benchmark", "ablate", "analyze_dyrelu",
-                                            "make_synthetic")}
 RELU = ROOT / "configs" / "ablations" / "synthetic" / "relu.yaml"
 
 
@@ -42,14 +38,7 @@ def _snapshot(folder: Path) -> dict[str, bytes | None]:
 
 
 def _cli(tool: str, argv: list, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", [f"{tool}.py", *[str(a) for a in argv]])
-    code = 0
-    try:
-        run_cli(TOOLS[tool].main, TOOLS[tool].get_args_parser())
-    except SystemExit as stop:
-        code = stop.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_tool(tool, argv, monkeypatch, capsys)
 
 
 def _video(path: Path, frames: int = 6, fourcc: str = "MJPG") -> Path:

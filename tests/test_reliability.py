@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -16,12 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import COCO_MINI, COCO_MMPOSE4, load_tool
+from conftest import COCO_MINI, COCO_MMPOSE4, run_tool
 from keypoints.data.synthetic import synthetic_video_frames
 from keypoints.predictor import Prediction
-from keypoints.utils.cli import run_cli
 
-TOOLS = {name: load_tool(name) for name in ("test", "demo", "export")}
 DETECTIONS = COCO_MMPOSE4 / "person_detection_results" / "detections_person.json"
 
 
@@ -30,14 +27,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def _cli(tool: str, argv: list, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", [f"{tool}.py", *[str(a) for a in argv]])
-    code = 0
-    try:
-        run_cli(TOOLS[tool].main, TOOLS[tool].get_args_parser())
-    except SystemExit as stop:
-        code = stop.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_tool(tool, argv, monkeypatch, capsys)
 
 
 @pytest.fixture

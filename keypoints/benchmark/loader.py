@@ -60,8 +60,8 @@ def stage_breakdown(ds, n: int, batch_size: int, repeats: int = 3) -> dict[str, 
     seconds = interleaved_medians(stages, repeats, warmup=1)
     out = {k: v * 1e3 / n for k, v in seconds.items() if k != "collate"}
     out.setdefault("albumentations", 0.0)
-    out["reseed/tensors/other"] = out["item total"] - sum(out[k] for k in ("decode", "warp", "albumentations",
-                                                                         "encode"))
+    out["reseed/tensors/other"] = out["item total"] - sum(
+        out[k] for k in ("decode", "warp", "albumentations", "encode"))
     out["collate"] = seconds["collate"] * 1e3 / batch_size
     return out
 

@@ -205,7 +205,7 @@ def measure_dyrelu_impls(cfg: Config, settings: BenchSettings) -> list[dict]:
     if device.type == "cuda":
         impls.append("triton")
     variants = [("ReLU (no SE)", relu_twin(cfg), False)] + [(f"DY-ReLU impl={i}", with_impl(cfg, i), False)
-                                                              for i in impls]
+                                                            for i in impls]
     if settings.compile:
         variants += [(f"{n} + torch.compile", c, True) for n, c, _ in list(variants) if "autograd" not in n]
     torch.set_num_threads(settings.threads)

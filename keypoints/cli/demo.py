@@ -228,7 +228,7 @@ def main(args: argparse.Namespace) -> dict:
     boxes_note = f"given ({args.boxes_from})" if given is not None else \
         f"detector {detector.name} every {args.redetect_every} frames, tracking between" if detector else \
         "no detector: full frame, then tracked from the keypoints" + (" (each image on its own)"
-                                                                     if source.kind == "images" else "")
+                                                                      if source.kind == "images" else "")
     smoothing_note = "none" if smoothing == "none" else \
         f"{smoothing} (min cutoff {estimator.pose_tracker.min_cutoff:g} Hz, beta {estimator.pose_tracker.beta:g}/px)"
     print(f"{source}; backend {estimator.backend.name}; keypoints: {meta.describe()}; boxes: {boxes_note}; "

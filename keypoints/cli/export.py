@@ -18,8 +18,8 @@ are shared with every runtime, and the file stores what they need (sizes, flip i
 
 The export is written to a temporary file and checked before it replaces ``--output`` (an existing output is
 replaced only with --overwrite, and a failed check leaves it as it was): (1) heatmaps of the export and of the
-checkpoint on smooth random crops must agree (max |difference| <= --heatmap-tolerance), (2) COCO keypoint AP of both on a
-labelled val set must agree within --ap-tolerance: --check-data, else the model's own validation set (its config's
+checkpoint on smooth random crops must agree (max |difference| <= --heatmap-tolerance), (2) COCO keypoint AP of both on
+a labelled val set must agree within --ap-tolerance: --check-data, else the model's own validation set (its config's
 data.root and data.val_ann), else, for COCO person models in a source checkout, tests/data/coco_mini; without
 labelled data the command says so and checks the heatmaps only.
 """

@@ -121,8 +121,9 @@ class TopDownTransform:
     def __init__(self, input_size: tuple[int, int], *, flip_prob: float = 0.0, flip_index: Sequence[int] = FLIP_INDEX,
                  upper_body: Sequence[int] = UPPER_BODY, half_body_prob: float = 0.0, half_body_min_joints: int = 9,
                  upper_body_prob: float = 0.7, half_body_scale: float = 1.5, family: str = "hrnet",
-                 scale_range: tuple[float, float] = (1.0, 1.0), rotation_max: float = 0.0, rotation_prob: float = 0.0, shift_factor: float = 0.0,
-                 shift_prob: float = 0.0, photometric: A.Compose | None = None, seed: int | None = 0) -> None:
+                 scale_range: tuple[float, float] = (1.0, 1.0), rotation_max: float = 0.0, rotation_prob: float = 0.0,
+                 shift_factor: float = 0.0, shift_prob: float = 0.0, photometric: A.Compose | None = None,
+                 seed: int | None = 0) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown augmentation family {family!r}; choose one of {', '.join(FAMILIES)}")
         if not 0 < scale_range[0] <= scale_range[1]:
@@ -238,4 +239,3 @@ class TopDownTransform:
 def inverse_matrix(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a 2x3 affine matrix (crop -> image for a matrix from :meth:`TopDownTransform.matrix`)."""
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
-

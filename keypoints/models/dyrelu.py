@@ -72,7 +72,8 @@ class DyReLU(nn.Module):
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"DyReLU k (number of pieces) must be a positive integer, got {k!r}")
         if len(init_a) != k or len(init_b) != k:
-            raise ValueError(f"DyReLU init_a and init_b need k={k} values each, got {tuple(init_a)} and {tuple(init_b)}")
+            raise ValueError(f"DyReLU init_a and init_b need k={k} values each, "
+                             f"got {tuple(init_a)} and {tuple(init_b)}")
         if reduction <= 0 or tau <= 0 or gamma <= 0:
             raise ValueError(f"DyReLU reduction, tau and gamma must be positive, got {reduction}, {tau}, {gamma}")
         if impl not in IMPLEMENTATIONS:

@@ -89,7 +89,8 @@ class LightHead(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[3]
-        for reduce, skip, block, feat in zip(self.reduce, self.skip, self.blocks, (features[2], features[1], features[0])):
+        for reduce, skip, block, feat in zip(self.reduce, self.skip, self.blocks,
+                                             (features[2], features[1], features[0])):
             x = F.interpolate(reduce(x), size=feat.shape[-2:], mode="bilinear", align_corners=False)
             x = block(x + skip(feat))
         return self.final(x)

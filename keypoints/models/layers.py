@@ -61,7 +61,8 @@ class ConvBNAct(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
                  act_layer: ActFactory | None = _relu, norm_layer: Callable[[int], nn.Module] = BatchNorm2d) -> None:
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
+                      bias=False),
             norm_layer(out_channels),
         ]
         if act_layer is not None:
