@@ -116,7 +116,7 @@ def test_run_state_resume_and_config_mismatch(tmp_path, tiny_data):
 
     # another model in the same folder is refused, never mixed into the table
     other = load_config(run.config, ablation.run_overrides(sweep, run, 0) + [f"data.root={tiny_data}",
-                                                                              "model.head_act=dyrelu_c"])
+                                                                             "model.head_act=dyrelu_c"])
     with pytest.raises(ValueError, match="model.head_act"):
         ablation.run_state(folder, other)
 

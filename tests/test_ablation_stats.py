@@ -51,4 +51,4 @@ def test_markdown_cells(sweep):
     single = Sweep(runs=sweep.runs, seeds=(0,), baseline="relu")
     one_seed = [r for r in _results() if r.seed == 0]
     assert "| relu | 1 | 0.300 |" in format_markdown(single, summarise(single, one_seed,
-                                                                      {"relu": (1, 1), "dyrelu_c": (1, 1)}))
+                                                                       {"relu": (1, 1), "dyrelu_c": (1, 1)}))

@@ -52,7 +52,8 @@ def test_static_model_and_missing_folder(tmp_path):
             "--output-dir", str(tmp_path)]))
     with pytest.raises(ValueError, match="no readable image"):
         tool.main(tool.get_args_parser().parse_args([
-            "--config", str(ROOT / "configs/quickstart.yaml"), "--images", str(tmp_path), "--output-dir", str(tmp_path)]))
+            "--config", str(ROOT / "configs/quickstart.yaml"), "--images", str(tmp_path),
+            "--output-dir", str(tmp_path)]))
 
 
 def test_slope_gap_is_the_absolute_difference_of_the_slopes():

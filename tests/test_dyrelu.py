@@ -57,7 +57,8 @@ def test_coefficients_follow_the_equations():
     a, b = m.coefficients(x)
     torch.testing.assert_close(a, torch.tensor([1.0, 0.2]) + 0.7 * theta[..., :2])
     torch.testing.assert_close(b, torch.tensor([0.1, -0.1]) + 0.3 * theta[..., 2:])
-    expected = torch.maximum(x * a[..., 0, None, None] + b[..., 0, None, None], x * a[..., 1, None, None] + b[..., 1, None, None])
+    expected = torch.maximum(x * a[..., 0, None, None] + b[..., 0, None, None],
+                             x * a[..., 1, None, None] + b[..., 1, None, None])
     torch.testing.assert_close(m(x), expected)
 
 

@@ -291,7 +291,7 @@ def test_triton_self_check_rejects_bad_kernels(kernel: str, dtype: torch.dtype, 
 
 
 def test_triton_self_check_accepts_a_correct_kernel_and_caches_per_dtype(monkeypatch: pytest.MonkeyPatch,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(dyrelu_ops, "_TRITON_VERDICTS", {})
     calls = []
 

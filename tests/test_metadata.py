@@ -128,7 +128,7 @@ def test_sigmas_reach_cocoeval(tmp_path):
 
 def test_infer_flip_pairs():
     assert infer_flip_pairs(constants.KEYPOINT_NAMES) == tuple((i, j) for i, j in enumerate(constants.FLIP_INDEX)
-                                                                if i < j)
+                                                               if i < j)
     names = ["nose", "Front_Left_Paw", "front_right_paw", "left-ear", "right ear", "left_only", "tail"]
     assert infer_flip_pairs(names) == ((1, 2), (3, 4))
     assert infer_flip_pairs(["a", "b"]) == ()

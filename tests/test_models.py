@@ -110,7 +110,8 @@ def test_pretrained_torchvision_reads_the_hub_cache_only(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="is not in .*copy the file there"):
         resolve_pretrained("torchvision", "mobilenet_v3_large")
     (tmp_path / "checkpoints").mkdir()
-    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), tmp_path / "checkpoints/mobilenet_v3_small-047dcff4.pth")
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(),
+               tmp_path / "checkpoints/mobilenet_v3_small-047dcff4.pth")
     model = build_model(ModelConfig(backbone="mobilenet_v3_small", act="relu", pretrained="torchvision"))
     assert model.backbone.features[0][0].weight.abs().sum() > 0
 

@@ -42,7 +42,8 @@ CASES = {
     "resume-and-overwrite": (EARLIER_RUN, "run", ["--resume", "--overwrite"], ["exclude each other"]),
     "epochs-0": ({}, "run", ["--epochs", "0"], ["--epochs 0", "at least 1"]),
     "batch-size-0": ({}, "run", ["--batch-size", "0"], ["--batch-size 0", "at least 1"]),
-    "config-epochs-0": ({"run/config.yaml": b"x"}, "run", ["--opts", "train.epochs=0"], ["'train.epochs' is 0", "at least 1"]),
+    "config-epochs-0": ({"run/config.yaml": b"x"}, "run", ["--opts", "train.epochs=0"],
+                        ["'train.epochs' is 0", "at least 1"]),
     "output-under-file": ({"taken": b"a file"}, "taken/run", [], ["is under the file", "folder path"]),
     "output-is-file": ({"taken": b"a file"}, "taken", [], ["is a file", "folder path"]),
 }

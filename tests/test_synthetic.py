@@ -58,7 +58,7 @@ def test_valid_coco_keypoint_files(synth):
         assert cat["skeleton"] == [[a + 1, b + 1] for a, b in SKELETON]
         for ann in coco.anns.values():
             assert ann["category_id"] == 1 and set(ann) >= {"id", "image_id", "bbox", "area", "iscrowd",
-                                                             "num_keypoints", "keypoints", "segmentation"}
+                                                            "num_keypoints", "keypoints", "segmentation"}
             k = np.asarray(ann["keypoints"], float).reshape(17, 3)
             assert ann["num_keypoints"] == int((k[:, 2] > 0).sum())
             assert (k[k[:, 2] == 0] == 0).all()  # unlabelled -> (0, 0, 0)

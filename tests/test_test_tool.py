@@ -46,7 +46,8 @@ def test_bad_inputs(untrained_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="pass --checkpoint"):
         _run()
     with pytest.raises(ValueError, match="does not fit the model.*use the config the checkpoint was trained with"):
-        _run("--checkpoint", untrained_checkpoint, "--config", ROOT / "configs/coco/mobilenetv3_small_dyrelu_c_256x192.yaml",
+        _run("--checkpoint", untrained_checkpoint,
+             "--config", ROOT / "configs/coco/mobilenetv3_small_dyrelu_c_256x192.yaml",
              "--data-root", COCO_MMPOSE4)
     (tmp_path / "not_a_list.json").write_text('{"image_id": 1}')
     with pytest.raises(ValueError, match="must be a JSON list"):

@@ -72,7 +72,7 @@ def test_resume_continues_exactly(tmp_path):
     # What a killed process leaves behind: temporaries of our checkpoints and metrics.csv (removed), and a
     # file of the user's that merely looks alike (kept).
     stale = [tmp_path / "cut" / n for n in ("last.0a1b2c3d.partial.pth", "best.9f8e7d6c.partial.pth",
-                                             "metrics.00aa11bb.partial.csv")]
+                                            "metrics.00aa11bb.partial.csv")]
     for p in stale + [tmp_path / "cut" / "notes.partial.txt"]:
         p.write_bytes(b"partial")
     with pytest.raises(ValueError, match=r"differs from the run's \(train.epochs: 1 -> 2\).*--allow-change"):
