@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 COCO_MINI = DATA / "coco_mini"
 COCO_MMPOSE4 = DATA / "coco_mmpose4"
-# The quickstart model overfit on the 40 coco_mini val instances (AP 0.760 there; see tests/data/README.md): a real,
-# non-zero AP for parity checks of exports and runtimes.
+# The quickstart model overfit on the 40 coco_mini val instances (AP 0.756 there by tools/test.py; see
+# tests/data/README.md): a real, non-zero AP for parity checks of exports and runtimes.
 TRAINED_CHECKPOINT = DATA / "checkpoints" / "quickstart_coco_mini_val.pth"
 
 

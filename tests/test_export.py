@@ -49,7 +49,7 @@ def coco_mini_people(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path]:
-    """The trained test checkpoint (AP 0.76 on coco_mini val) and its export, checked by tools/export.py."""
+    """The trained test checkpoint (AP 0.756 on coco_mini val) and its export, checked by tools/export.py."""
     folder = tmp_path_factory.mktemp("export")
     checkpoint = folder / "quick.pth"
     shutil.copyfile(TRAINED_CHECKPOINT, checkpoint)
